@@ -1,0 +1,5 @@
+import sys
+
+from rt2_ros.cli import main
+
+sys.exit(main())

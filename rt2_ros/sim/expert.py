@@ -1,0 +1,363 @@
+"""A scripted expert that solves the tabletop tasks from privileged simulator state.
+
+:class:`ScriptedExpert` reads the true object poses, contacts and the commanded
+end-effector target straight from a :class:`~rt2_ros.sim.tabletop.TabletopSim`
+(no camera) and returns one action per control step, in an embodiment's units
+and already on that embodiment's bins: every value it emits is exactly what
+a model speaking those tokens would produce.  Once the task's success
+detector fires it emits ``terminate`` with a still hand from then on.
+
+:class:`ExpertPolicy` exposes it through the normal :class:`Policy` interface
+(name ``"expert"``).  It is a **privileged-state reference**, not a learned
+policy: it ignores the image and reads the simulator it is bound to.  Use it to
+collect demonstrations and as an upper bound in evaluations, labelled as such.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rt2_ros.action_language import Embodiment, format_action_text, load_embodiment
+from rt2_ros.policy.base import Policy, PolicyError, PolicyOutput, check_image, check_instruction
+from rt2_ros.sim.errors import SimError
+from rt2_ros.sim.rotations import quat_error, rpy_to_quat
+from rt2_ros.sim.scene import FINGER_HALF_THICKNESS, FINGER_MAX_OPENING
+from rt2_ros.sim.tabletop import ACTION_KEYS, TabletopSim
+from rt2_ros.sim.tasks import (DIRECTIONS, NEAR_PLACEMENT_DISTANCE, PUSH_PLAN_MARGIN, Footprint,
+                               TaskSpec, free_spot_near)
+
+__all__ = ["ScriptedExpert", "ExpertPolicy", "ExpertSettings"]
+
+_REQUIRED_DIMS = ("terminate", "x", "y", "z", "gripper")
+
+
+@dataclass(frozen=True)
+class ExpertSettings:
+    """How the expert moves (per control step; within the embodiment's bounds).
+
+    max_step: largest translation per step (m); slow_step: near contacts (m);
+    max_turn: largest rotation per step (rad); hover: height of the fingertips
+    above an object's top before descending (m); retries: grasp attempts.
+    """
+
+    max_step: float = 0.045
+    slow_step: float = 0.02
+    max_turn: float = 0.2
+    hover: float = 0.06
+    carry_clearance: float = 0.04
+    position_tolerance: float = 0.004
+    yaw_tolerance: float = 0.04
+    retries: int = 3
+
+
+class ScriptedExpert:
+    """Privileged-state task solver for a :class:`TabletopSim` (see the module doc).
+
+    Call :meth:`reset` when a new task starts and :meth:`next_action` once per
+    control step, then apply the returned action (e.g. ``sim.apply_action``).
+    """
+
+    def __init__(self, sim: TabletopSim, embodiment: Embodiment | str = "rt2_arm",
+                 settings: ExpertSettings | None = None):
+        self.sim = sim
+        self.embodiment = load_embodiment(embodiment) if isinstance(embodiment, str) else embodiment
+        names = self.embodiment.names
+        missing = [n for n in _REQUIRED_DIMS if n not in names]
+        unknown = [n for n in names if n not in ACTION_KEYS]
+        if missing or unknown:
+            raise PolicyError(f"embodiment {self.embodiment.name!r}: the expert needs the dims "
+                              f"{', '.join(_REQUIRED_DIMS)} and knows only {', '.join(ACTION_KEYS)} "
+                              f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")
+        self.settings = settings or ExpertSettings()
+        # Every value each dim can take, so the expert emits the nearest representable one.
+        self._values: dict[str, np.ndarray] = {}
+        for position, dim in enumerate(self.embodiment.dims):
+            if dim.kind != "continuous":
+                continue
+            tokens = [0] * self.embodiment.num_tokens
+            column = []
+            for b in range(self.embodiment.allowed_bins(position)):
+                tokens[position] = b
+                column.append(float(self.embodiment.decode(tokens)[dim.name]))
+            self._values[dim.name] = np.array(column)
+        self._limits = {n: (float(v.min()), float(v.max())) for n, v in self._values.items()}
+        self.reset()
+
+    # ------------------------------------------------------------------ state machine
+
+    def reset(self) -> None:
+        """Forget progress: the next action starts the current task from scratch."""
+        self._task: TaskSpec | None = None
+        self._phase = "approach"
+        self._attempts = 0
+        self._done = False
+        self._grip_offset = 0.0
+        self._place_xy: tuple[float, float] | None = None
+        self._wait = 0
+        self._last_opening = None
+
+    @property
+    def phase(self) -> str:
+        """The current phase name ("approach", "descend", "close", ..., "done")."""
+        return "done" if self._done else self._phase
+
+    def next_action(self) -> dict:
+        """Return the next action (dim name -> value on the embodiment's bins)."""
+        sim = self.sim
+        if sim.task is None:
+            raise SimError("task: the simulator has no task for the expert to solve")
+        if sim.task is not self._task:
+            self.reset()
+            self._task = sim.task
+        if not self._done and sim.success():
+            self._done = True
+        if self._done:
+            return self._action(np.zeros(3), np.zeros(3), sim.gripper_state().command, terminate=True)
+        goal_pos, goal_yaw, gripper, step = self._plan()
+        target = sim.ee_target_pose()
+        delta = self._limit(np.asarray(goal_pos) - target.position, step)
+        turn = quat_error(rpy_to_quat(0.0, 0.0, goal_yaw), target.quaternion)
+        turn = self._limit(turn, self.settings.max_turn)
+        return self._action(delta, turn, gripper, terminate=False)
+
+    @staticmethod
+    def _limit(vector: np.ndarray, largest: float) -> np.ndarray:
+        """Scale ``vector`` down (keeping its direction) so no component exceeds ``largest``."""
+        peak = float(np.max(np.abs(vector))) if vector.size else 0.0
+        return vector * (largest / peak) if peak > largest else vector
+
+    def _action(self, delta: np.ndarray, turn: np.ndarray, gripper: float, terminate: bool) -> dict:
+        wanted = {"x": delta[0], "y": delta[1], "z": delta[2], "roll": turn[0], "pitch": turn[1],
+                  "yaw": turn[2], "gripper": gripper}
+        action: dict = {"terminate": terminate}
+        for name in self.embodiment.names:
+            if name in self._values:
+                column = self._values[name]
+                action[name] = float(column[int(np.argmin(np.abs(column - wanted[name])))])
+        return action
+
+    # ------------------------------------------------------------------ planning
+
+    def _reached(self, goal: np.ndarray, goal_yaw: float, tolerance: float | None = None) -> bool:
+        tol = tolerance or self.settings.position_tolerance
+        target = self.sim.ee_target_pose()
+        measured = self.sim.ee_pose()
+        yaw_error = abs(quat_error(rpy_to_quat(0.0, 0.0, goal_yaw), target.quaternion)[2])
+        return (float(np.max(np.abs(goal - target.position))) <= tol
+                and float(np.max(np.abs(goal - measured.position))) <= 2.5 * tol
+                and yaw_error <= self.settings.yaw_tolerance)
+
+    def _gripper_settled(self) -> bool:
+        """True once the fingers have stopped moving (after a close or open command)."""
+        state = self.sim.gripper_state()
+        moving = max(abs(v) for v in state.finger_velocities) > 0.005
+        target = FINGER_MAX_OPENING * (1 - state.command)
+        travelling = abs(sum(state.finger_positions) / 2 - target) > 0.001 and moving
+        self._wait += 1
+        return self._wait >= 2 and not travelling and not moving
+
+    def _grasp_yaw(self, name: str) -> float:
+        """Yaw that puts the finger pads on two opposite faces (any yaw for round objects)."""
+        spec = self.sim.scene.object(name)
+        if spec.shape != "cube":
+            return 0.0
+        quat = self.sim.object_poses()[name].quaternion
+        yaw = 2.0 * math.atan2(quat[3], quat[0])
+        return (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
+
+    def _footprints(self) -> list[Footprint]:
+        poses = self.sim.object_poses()
+        return [Footprint(o.name, float(poses[o.name].position[0]), float(poses[o.name].position[1]),
+                          o.footprint_radius) for o in self.sim.scene.objects]
+
+    def _zmin(self) -> float:
+        return self.sim.config.workspace_min[2] + 0.001
+
+    def _plan(self) -> tuple[np.ndarray, float, float, float]:
+        """(goal TCP position, goal yaw, gripper command, step limit) for this step."""
+        if self._task.kind == "push" or self._task.predicate == "pushed":
+            return self._plan_push()
+        return self._plan_grasp_and_move()
+
+    def _plan_grasp_and_move(self):
+        s = self.settings
+        sim, task = self.sim, self._task
+        spec = sim.scene.object(task.object)
+        pos = sim.object_poses()[task.object].position
+        held = sim.gripper_state().grasped == task.object
+        top = pos[2] + spec.half_height
+        hover_z = max(top + s.hover + 0.025, 0.12)
+        grasp_z = max(self._zmin(), pos[2])
+        if self._phase in ("lift", "transport", "lower") and not held:
+            self._start_over()
+        if self._phase == "approach":
+            yaw = self._grasp_yaw(task.object)
+            goal = np.array([pos[0], pos[1], hover_z])
+            state = sim.gripper_state()
+            if self._reached(goal, yaw, 2 * s.position_tolerance) and state.closedness < 0.05:
+                self._phase = "descend"
+            return goal, yaw, 0.0, s.max_step
+        if self._phase == "descend":
+            yaw = self._grasp_yaw(task.object)
+            goal = np.array([pos[0], pos[1], grasp_z])
+            if self._reached(goal, yaw):
+                self._phase, self._wait = "close", 0
+            return goal, yaw, 0.0, s.slow_step
+        if self._phase == "close":
+            goal = sim.ee_target_pose().position
+            yaw = self._grasp_yaw(task.object)
+            if self._gripper_settled():
+                if held:
+                    self._grip_offset = float(sim.ee_pose().position[2] - pos[2])
+                    self._phase = "lift"
+                else:
+                    self._start_over()
+            return goal, yaw, 1.0, s.slow_step
+        # The object is held from here on.
+        yaw = float(sim.ee_target_pose().rpy[2])
+        if task.predicate == "lifted":
+            start_z = float(sim.task_start_position(task.object)[2])
+            goal = np.array([pos[0], pos[1], start_z + task.params["min_lift"] + 0.04 + self._grip_offset])
+            return goal, yaw, 1.0, s.max_step
+        carry_z = self._carry_height(task) + spec.half_height + self._grip_offset
+        place_xy = self._placement(task)
+        if self._phase == "lift":
+            goal = np.array([pos[0], pos[1], carry_z])
+            if self._reached(goal, yaw, 3 * s.position_tolerance):
+                self._phase = "transport"
+            return goal, yaw, 1.0, s.max_step
+        if self._phase == "transport":
+            goal = np.array([place_xy[0], place_xy[1], carry_z])
+            if self._reached(goal, yaw, 1.5 * s.position_tolerance):
+                self._phase = "lower"
+            return goal, yaw, 1.0, s.max_step
+        if self._phase == "lower":
+            floor = 0.0
+            if task.predicate == "on_top":
+                ref = sim.scene.object(task.reference)
+                floor = sim.object_poses()[task.reference].position[2] + ref.half_height
+            z = floor + spec.half_height + 0.006 + self._grip_offset
+            goal = np.array([place_xy[0], place_xy[1], max(self._zmin(), z)])
+            if self._reached(goal, yaw):
+                self._phase, self._wait = "release", 0
+            return goal, yaw, 1.0, s.slow_step
+        if self._phase == "release":
+            goal = sim.ee_target_pose().position
+            if self._gripper_settled():
+                self._phase = "retreat"
+            return goal, yaw, 0.0, s.slow_step
+        # retreat: straight up, open; success should have fired by now.
+        goal = sim.ee_target_pose().position + np.array([0.0, 0.0, 0.05])
+        return goal, yaw, 0.0, s.slow_step
+
+    def _carry_height(self, task: TaskSpec) -> float:
+        """Height of the carried object's bottom that clears every other object."""
+        poses = self.sim.object_poses()
+        tops = [poses[o.name].position[2] + o.half_height for o in self.sim.scene.objects
+                if o.name != task.object]
+        return max(tops, default=0.0) + self.settings.carry_clearance
+
+    def _placement(self, task: TaskSpec) -> tuple[float, float]:
+        if task.predicate == "on_top":
+            ref = self.sim.object_poses()[task.reference].position
+            return float(ref[0]), float(ref[1])
+        if self._place_xy is None:
+            spot = free_spot_near(self._footprints(), task.object, task.reference, NEAR_PLACEMENT_DISTANCE)
+            if spot is None:  # crowded after all: settle for the reference's nearest free side
+                spot = free_spot_near(self._footprints(), task.object, task.reference,
+                                      NEAR_PLACEMENT_DISTANCE + 0.02)
+            if spot is None:
+                raise PolicyError(f"expert: no free spot near the {task.reference}")
+            self._place_xy = spot
+        return self._place_xy
+
+    def _start_over(self) -> None:
+        self._attempts += 1
+        if self._attempts > self.settings.retries:
+            raise PolicyError(f"expert: gave up on {self._task.instruction!r} after "
+                              f"{self.settings.retries} failed grasps")
+        self._phase, self._wait, self._place_xy = "approach", 0, None
+
+    def _plan_push(self):
+        s = self.settings
+        sim, task = self.sim, self._task
+        spec = sim.scene.object(task.object)
+        pos = sim.object_poses()[task.object].position
+        start = sim.task_start_position(task.object)
+        direction = np.array([*DIRECTIONS[task.direction], 0.0])
+        across = np.array([-direction[1], direction[0], 0.0])
+        pusher_half = 2 * FINGER_HALF_THICKNESS  # closed fingers, measured along the closing (y) axis
+        contact_gap = spec.footprint_radius + pusher_half
+        push_z = max(self._zmin(), min(pos[2], 0.04))
+        along_now = float((pos - sim.ee_target_pose().position) @ direction)
+        behind = pos - direction * (contact_gap + 0.02)
+        behind[2] = push_z
+        if self._phase == "approach":
+            goal = behind.copy()
+            goal[2] = max(pos[2] + spec.half_height + s.hover, 0.1)
+            if self._reached(goal, 0.0, 2 * s.position_tolerance):
+                self._phase = "descend"
+            return goal, 0.0, 1.0, s.max_step
+        if self._phase == "descend":
+            if self._reached(behind, 0.0):
+                self._phase = "push"
+            return behind, 0.0, 1.0, s.slow_step
+        # push: slide the pusher along the line through the object's centre.
+        if along_now < 0.0:  # the object got behind the pusher (rolled away sideways)
+            self._phase = "approach"
+            return self._plan_push()
+        distance = task.params["min_displacement"] + PUSH_PLAN_MARGIN
+        end_along = float(np.asarray(start) @ direction) + distance - contact_gap
+        lateral = float(pos @ across)
+        goal = direction * end_along + across * lateral
+        goal[2] = push_z
+        return goal, 0.0, 1.0, s.slow_step
+
+
+class ExpertPolicy(Policy):
+    """The scripted expert as a :class:`Policy` — a **privileged-state reference**.
+
+    ``act(image, instruction)`` ignores the image: it reads the bound
+    simulator's true state.  An instruction that differs from the simulator's
+    current task is parsed against the task templates and becomes the task
+    (``sim.set_task``), so the expert can also follow typed instructions.
+    Outputs are on the embodiment's bins: ``tokens`` are what a model would
+    write and ``action`` is their decoding.
+    """
+
+    name = "expert"
+    #: marks outputs as coming from privileged simulator state, not from the image
+    privileged = True
+
+    def __init__(self, sim: TabletopSim, embodiment: Embodiment | str = "rt2_arm",
+                 settings: ExpertSettings | None = None):
+        self.sim = sim
+        self.expert = ScriptedExpert(sim, embodiment, settings)
+        self.embodiment = self.expert.embodiment
+
+    def act(self, image: np.ndarray, instruction: str) -> PolicyOutput:
+        """Return the expert's next action for the bound simulator's task (image unused)."""
+        started = time.perf_counter()
+        check_image(image)
+        text = check_instruction(instruction)
+        task = self.sim.task
+        if task is None or " ".join(task.instruction.lower().split()) != " ".join(text.lower().rstrip(".").split()):
+            try:
+                self.sim.set_task(text)
+            except SimError as err:
+                raise PolicyError(f"expert: {err}") from err
+        try:
+            action = self.expert.next_action()
+        except SimError as err:
+            raise PolicyError(f"expert: {err}") from err
+        tokens = self.embodiment.encode(action)
+        decoded = self.embodiment.decode(tokens)
+        return PolicyOutput(tokens=tokens, action=decoded, plan="", text=format_action_text(tokens),
+                            timings={"total": (time.perf_counter() - started) * 1000.0})
+
+    def reset(self) -> None:
+        """Start the bound simulator's task over (the simulator itself is not reset)."""
+        self.expert.reset()
