@@ -41,7 +41,7 @@ mkdir -p "$stamps"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 
 # --- 3. Python dependencies.
-deps_hash="$(cat pyproject.toml scripts/requirements-ros.txt | sha256sum | cut -c1-16)"
+deps_hash="$(cat pyproject.toml requirements.txt scripts/requirements-ros.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamps/deps-$deps_hash" ]; then
   log "installing Python dependencies (ROS 2 Kilted wheels, torch CPU, transformers, ...)"
   # colcon-core wants setuptools<80, torch wants >=77.0.3.

@@ -16,6 +16,7 @@ on stderr before any model is loaded.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -111,12 +112,10 @@ def _config(args: argparse.Namespace, actions: bool) -> Any:
 
 
 def _make_policy(cfg: Any) -> Any:
-    if cfg.backend == "transformers":
-        from transformers.utils import logging as hf_logging
-
-        # stdout carries the JSON result; keep stderr for the one-line errors.
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
+    # stdout carries the JSON result; keep stderr for the one-line errors
+    # (read by transformers when it is first imported, which is below).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from rt2_ros.policy.factory import make_policy
 
     return make_policy(cfg)

@@ -333,12 +333,12 @@ def create_app(model: ServedModel, settings: ServerSettings) -> Any:
             raise ApiError(404, f"model: this server serves {settings.model_name!r}, got "
                            f"{chat.model!r}", code="model_not_found", param="model")
         kind, text = prompt_kind(chat.prompt, settings.profile)
+        try:  # an instruction or a question: a sentence, not a document
+            text = check_instruction(text)
+        except Rt2RosError as exc:
+            raise ApiError(400, str(exc), param="messages[0].content") from None
         if kind == ACT:
             service.validate_act(chat.max_tokens, chat.allowed_token_ids)
-            try:
-                text = check_instruction(text)
-            except Rt2RosError as exc:
-                raise ApiError(400, str(exc), param="messages[0].content") from None
             budget = 0
         else:
             budget = service.answer_budget(chat.max_tokens, chat.allowed_token_ids)

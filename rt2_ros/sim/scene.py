@@ -218,8 +218,8 @@ def build_mjcf(scene: SceneSpec, *, timestep: float = 0.002, offscreen_size: tup
     objects = "\n    ".join(_object_xml(obj) for obj in scene.objects)
     head_axes = _fmt(look_at_xyaxes(_HEAD_CAMERA_POS, _HEAD_CAMERA_TARGET))
     # Wrist camera: behind the palm, looking down past the fingers.
-    wrist_pos = (-0.07, 0.0, 0.11)
-    wrist_axes = _fmt(look_at_xyaxes(wrist_pos, (0.0, 0.0, -0.06), up=(1.0, 0.0, 0.0)))
+    wrist_pos = (0.05, 0.0, 0.085)
+    wrist_axes = _fmt(look_at_xyaxes(wrist_pos, (0.0, 0.0, -0.04), up=(1.0, 0.0, 0.0)))
     finger_geom = (f'type="box" size="{FINGER_HALF_WIDTH} {FINGER_HALF_THICKNESS} '
                    f'{(FINGER_PAD_TOP - FINGER_PAD_BOTTOM) / 2:.6g}" material="finger" '
                    f'friction="1.5 0.02 0.002" condim="4" mass="0.05"')
