@@ -25,6 +25,7 @@ site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${np_inc}#g"
 
 # 2. Configure, build, install into the venv prefix.
+mkdir -p "$build"
 export AMENT_PREFIX_PATH="$venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export PATH="$venv/bin:$PATH"

@@ -356,6 +356,37 @@ def test_server_settings_are_validated():
         ServerSettings(model_name="")
 
 
+def test_image_data_urls_round_trip_and_limits_are_enforced():
+    from rt2_ros.policy.openai_protocol import ApiError, decode_image_data_url
+
+    image = np.arange(12 * 10 * 3, dtype=np.uint8).reshape(12, 10, 3)
+    png = decode_image_data_url(image_data_url(image, "png"), max_bytes=10**6, max_pixels=120)
+    assert np.array_equal(png, image)
+    jpeg = decode_image_data_url(image_data_url(image, "jpeg", 95), max_bytes=10**6,
+                                 max_pixels=120)
+    assert jpeg.shape == image.shape and jpeg.dtype == np.uint8
+    with pytest.raises(ApiError, match="pixels") as err:
+        decode_image_data_url(image_data_url(image, "png"), max_bytes=10**6, max_pixels=119)
+    assert err.value.status == 413
+    with pytest.raises(ApiError, match="larger than 50 bytes") as err:
+        decode_image_data_url(image_data_url(image, "png"), max_bytes=50, max_pixels=10**6)
+    assert err.value.status == 413
+
+
+def test_action_space_json_is_validated():
+    space = ActionSpace.from_scheme(LastScheme(1000), load_embodiment("rt2_arm"))
+    data = space.to_json()
+    assert ActionSpace.from_json(data).to_json() == data
+    assert space.bins_for_ids(space.ids_for_bins([1] + [200] * 7)) == [1] + [200] * 7
+    with pytest.raises(ValueError, match="allowed_token_ids"):
+        ActionSpace.from_json({**data, "allowed_token_ids": "all"})
+    with pytest.raises(ValueError, match=r"position 0 \(terminate\) has 3 token ids"):
+        ActionSpace.from_json({**data, "allowed_token_ids": [[1, 2, 3]] + data[
+            "allowed_token_ids"][1:]})
+    with pytest.raises(ValueError, match="unknown key"):
+        ActionSpace.from_json({**data, "embodiment": {**data["embodiment"], "colour": "red"}})
+
+
 def _echo_worker(**kwargs) -> tuple[BatchWorker, list]:
     seen: list[tuple[str, int]] = []
 

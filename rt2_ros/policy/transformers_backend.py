@@ -194,8 +194,6 @@ class TransformersPolicy(Policy):
                         unnorm_key: str = "", chain_of_thought: bool = False, max_plan_tokens: int = 32,
                         warmup: bool = True) -> "TransformersPolicy":
         """Load a checkpoint directory; every failure is a PolicyError naming the path."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
         path = Path(checkpoint_dir).expanduser()
         where = f"checkpoint {str(path)!r}"
         if not path.is_dir():
@@ -209,6 +207,8 @@ class TransformersPolicy(Policy):
             kwargs["attn_implementation"] = attn_implementation
         if quantization != "none":
             kwargs.update(_quantization_kwargs(quantization, torch_device, torch_dtype))
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
         # Third-party loaders raise many exception types for a bad directory;
         # all of them mean "this checkpoint cannot be used", said in one line.
         try:

@@ -41,8 +41,9 @@ TABLE_EXTENT = (0.15, 0.85, -0.45, 0.45)
 #: Where object centres are spawned: (x_min, x_max, y_min, y_max).
 SPAWN_REGION = (0.38, 0.62, -0.22, 0.22)
 MIN_OBJECT_SPACING = 0.11
-#: Where the tool centre point starts each episode (gripper pointing down, open).
-HOME_POSITION = (0.35, 0.0, 0.25)
+#: Where the tool centre point starts each episode (gripper pointing down, open): high
+#: above the table so the head camera sees the gripper without it hiding any object.
+HOME_POSITION = (0.42, 0.0, 0.3)
 
 FINGER_MAX_OPENING = 0.045    # travel of each finger: the gap is twice this when open
 FINGER_HALF_THICKNESS = 0.006  # along the closing axis
@@ -52,8 +53,8 @@ FINGER_PAD_TOP = 0.045
 
 HEAD_CAMERA = "head"
 WRIST_CAMERA = "wrist"
-_HEAD_CAMERA_POS = (0.02, 0.0, 0.58)
-_HEAD_CAMERA_TARGET = (0.52, 0.0, 0.02)
+_HEAD_CAMERA_POS = (0.05, 0.0, 0.6)
+_HEAD_CAMERA_TARGET = (0.53, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -251,11 +252,11 @@ def build_mjcf(scene: SceneSpec, *, timestep: float = 0.002, offscreen_size: tup
     <geom solref="0.01 1" solimp="0.95 0.99 0.001"/>
   </default>
   <worldbody>
-    <light name="key" pos="0.2 -0.6 1.6" dir="0.25 0.45 -1" directional="true" castshadow="{str(shadows).lower()}" diffuse="0.55 0.55 0.55" specular="0.1 0.1 0.1"/>
+    <light name="key" pos="0.4 -0.2 1.6" dir="0.08 0.12 -1" directional="true" castshadow="{str(shadows).lower()}" diffuse="0.55 0.55 0.55" specular="0.1 0.1 0.1"/>
     <geom name="floor" type="plane" size="3 3 0.1" pos="0 0 -0.76" material="floor"/>
     <geom name="table" type="box" size="{hx:.6g} {hy:.6g} 0.02" pos="{cx:.6g} {cy:.6g} -0.02" material="table" friction="0.8 0.01 0.002"/>
     {legs}
-    <camera name="{HEAD_CAMERA}" pos="{_fmt(_HEAD_CAMERA_POS)}" xyaxes="{head_axes}" fovy="48"/>
+    <camera name="{HEAD_CAMERA}" pos="{_fmt(_HEAD_CAMERA_POS)}" xyaxes="{head_axes}" fovy="42"/>
     <body name="ee_target" mocap="true" pos="{home}">
       <site name="ee_target" size="0.004" rgba="0 1 0 0" group="5"/>
     </body>

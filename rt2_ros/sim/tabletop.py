@@ -60,6 +60,8 @@ class SimConfig:
 
     image_size: (height, width) of :meth:`TabletopSim.render`'s images.
     physics_hz: physics steps per simulated second (fixed).
+    servo_hz: how often the EE target integrates the twist and the finger
+        set-point moves (a servo controller's loop rate); at most physics_hz.
     num_objects: (min, max) objects per scene, inclusive.
     workspace_min / workspace_max: box the TCP target stays in (base frame, m).
     max_tilt: largest |roll| and |pitch| of the target from pointing down (rad).
@@ -72,6 +74,7 @@ class SimConfig:
 
     image_size: tuple[int, int] = (224, 224)
     physics_hz: float = 500.0
+    servo_hz: float = 100.0
     num_objects: tuple[int, int] = (3, 4)
     workspace_min: tuple[float, float, float] = (0.22, -0.38, 0.03)
     workspace_max: tuple[float, float, float] = (0.78, 0.38, 0.45)
@@ -86,6 +89,7 @@ class SimConfig:
         expect_int("image_size[0]", h, low=16, high=2048)
         expect_int("image_size[1]", w, low=16, high=2048)
         expect_number("physics_hz", self.physics_hz, low=50.0, high=10000.0)
+        expect_number("servo_hz", self.servo_hz, low=1.0, high=self.physics_hz)
         low, high = self.num_objects
         expect_int("num_objects[0]", low, low=2, high=6)
         expect_int("num_objects[1]", high, low=low, high=6)
@@ -247,6 +251,7 @@ class TabletopSim:
             self.data = mujoco.MjData(self.model)
             self._xml = xml
             self._index_model(scene)
+            self._servo_every = max(1, int(round(self.config.physics_hz / self.config.servo_hz)))
         else:
             mujoco.mj_resetData(self.model, self.data)
         self.scene = scene
@@ -367,19 +372,25 @@ class TabletopSim:
         limits: set[str] = set()
         timeout = self.config.twist_timeout_s
         finger_goal = FINGER_MAX_OPENING * (1.0 - self._gripper_command)
-        finger_step = self.config.gripper_speed * h
-        for _ in range(n):
+        # The target and the finger set-point change at the servo rate; physics runs
+        # the substeps in between in one call (Python per physics step would dominate).
+        every = self._servo_every
+        remaining = n
+        while remaining > 0:
+            k = min(every, remaining)
             if timeout and d.time - self._twist_time > timeout and (self._linear.any() or self._angular.any()):
                 self._linear = np.zeros(3)
                 self._angular = np.zeros(3)
             if self._linear.any() or self._angular.any():
-                limits.update(self._integrate_target(h))
+                limits.update(self._integrate_target(k * h))
             if self._finger_target != finger_goal:
                 delta = finger_goal - self._finger_target
-                self._finger_target = finger_goal if abs(delta) <= finger_step \
-                    else self._finger_target + math.copysign(finger_step, delta)
+                travel = self.config.gripper_speed * k * h
+                self._finger_target = finger_goal if abs(delta) <= travel \
+                    else self._finger_target + math.copysign(travel, delta)
                 d.ctrl[:] = self._finger_target
-            mujoco.mj_step(m, d)
+            mujoco.mj_step(m, d, nstep=k)
+            remaining -= k
         self._update_trackers()
         for name in limits:
             self.limit_counts[name] = self.limit_counts.get(name, 0) + 1
@@ -401,7 +412,7 @@ class TabletopSim:
         self._target_pos = pos
         if self._angular.any():
             quat = quat_mul(quat_from_rotvec(self._angular * h), self._target_quat)
-            quat /= np.linalg.norm(quat)
+            quat /= math.sqrt(float(quat @ quat))
             rpy = list(quat_to_rpy(quat))
             bounds = (self.config.max_tilt, self.config.max_tilt, self.config.max_yaw)
             clamped = False
