@@ -67,3 +67,9 @@ def tiny_openvla_multi_dir(tmp_path_factory):
 
     return build_tiny_openvla(tmp_path_factory.mktemp("tiny_openvla_multi"),
                               datasets=("bridge_orig", "fractal"))
+
+
+def pytest_configure(config):
+    # transformers' PaliGemma processor builds training labels with np.array on
+    # objects whose __array__ predates NumPy 2's copy keyword: harmless noise.
+    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation:DeprecationWarning")

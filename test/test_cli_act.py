@@ -16,6 +16,7 @@ from rt2_ros.action_language import load_embodiment, parse_model_output
 REPO = Path(__file__).resolve().parents[1]
 
 
+
 def rt2_ros(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "rt2_ros.cli", *args], capture_output=True, text=True,

@@ -16,8 +16,6 @@ from rt2_ros.policy.constrained_decoding import ActionHead, allowed_mask, answer
 from rt2_ros.policy.profiles import METADATA_FILE, read_checkpoint_metadata
 from rt2_ros.policy.transformers_backend import TransformersPolicy
 
-# PaliGemma's processor builds its training labels with np.array(copy=False) semantics.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 INSTRUCTIONS = ["pick up the red block", "open the drawer", "move the green can near the sink",
                 "push the blue ball", "put the apple into the bowl", "close the door"]
@@ -339,6 +337,15 @@ def test_bad_image_and_instruction_are_policy_errors(llava):
         llava.act_batch(["image.png"], ["go"])
 
 
+def test_a_closed_policy_refuses_to_act(llava):
+    policy = TransformersPolicy(llava.model, llava.processor, llava.setup, warmup=False)
+    policy.close()
+    with pytest.raises(PolicyError, match="closed"):
+        policy.act(np.zeros((8, 8, 3), dtype=np.uint8), "go")
+    with pytest.raises(PolicyError, match="closed"):
+        policy.answer(np.zeros((8, 8, 3), dtype=np.uint8), "what?")
+
+
 def test_device_and_quantization_options_fail_clearly(tiny_llava_dir):
     if not torch.cuda.is_available():
         with pytest.raises(PolicyError, match="CUDA is not available"):
@@ -347,6 +354,11 @@ def test_device_and_quantization_options_fail_clearly(tiny_llava_dir):
         load(tiny_llava_dir, quantization="8bit")
     with pytest.raises(PolicyError, match="device: expected"):
         load(tiny_llava_dir, device="tpu")
+    with pytest.raises(PolicyError, match="cannot load the model"):
+        load(tiny_llava_dir, attn_implementation="no_such_attention", warmup=False)
+    eager = load(tiny_llava_dir, attn_implementation="eager", warmup=False)
+    assert eager.model.config.get_text_config()._attn_implementation == "eager"
+    assert_legal(eager, eager.act(random_images(1)[0], "open the drawer"))
 
 
 def test_from_config_reads_every_option(tiny_llava_dir):

@@ -38,6 +38,10 @@ class PolicyConfig:
     # remote backend
     server_url: str = "http://127.0.0.1:8000"
     api_key_env: str = ""           # name of the environment variable holding the bearer token
+    # Local checkpoint/tokenizer directory giving the action token ids when the
+    # server's model name is not a local path ("" = `model` if it is a
+    # directory, else ask the server: rt2-ros serve answers /v1/rt2/action_space).
+    tokenizer: str = ""
     image_format: str = "jpeg"      # jpeg | png
     jpeg_quality: int = 90
     connect_timeout_s: float = 2.0
@@ -62,6 +66,7 @@ class PolicyConfig:
         expect_str("unnorm_key", self.unnorm_key)
         expect_str("server_url", self.server_url)
         expect_str("api_key_env", self.api_key_env)
+        expect_str("tokenizer", self.tokenizer)
         expect_str("image_format", self.image_format, choices=("jpeg", "png"))
         expect_int("jpeg_quality", self.jpeg_quality, low=1, high=100)
         expect_number("connect_timeout_s", self.connect_timeout_s, low=0.0, low_inclusive=False)

@@ -155,8 +155,8 @@ class RemotePolicy(Policy):
     def from_config(cls, cfg: Any) -> "RemotePolicy":
         """Build from a :class:`~rt2_ros.policy.config.PolicyConfig`.
 
-        ``cfg.model`` is the server's model name; when it is also a local
-        directory its tokenizer gives the action ids (serve it under that same
+        ``cfg.model`` is the server's model name; ``cfg.tokenizer`` (or
+        ``cfg.model`` when it is also a local directory) gives the action ids (serve it under that same
         name, e.g. ``vllm serve <dir>`` or ``--served-model-name <dir>``);
         otherwise the ids come from the server (rt2-ros serve).
         ``cfg.embodiment`` "" adopts the model's embodiment.
@@ -169,8 +169,12 @@ class RemotePolicy(Policy):
             except ActionLanguageError as exc:
                 raise ConfigError(f"embodiment: {exc}") from None
         space = None
-        if cfg.model and Path(cfg.model).is_dir():
-            space = action_space_from_checkpoint(cfg.model, profile=cfg.profile,
+        if cfg.tokenizer and not Path(cfg.tokenizer).is_dir():
+            raise ConfigError(f"tokenizer: expected a checkpoint or tokenizer directory, "
+                              f"got {cfg.tokenizer!r}")
+        local_dir = cfg.tokenizer or (cfg.model if cfg.model and Path(cfg.model).is_dir() else "")
+        if local_dir:
+            space = action_space_from_checkpoint(local_dir, profile=cfg.profile,
                                                  embodiment=cfg.embodiment,
                                                  unnorm_key=cfg.unnorm_key)
         return cls(cfg.server_url, cfg.model, profile=cfg.profile, embodiment=embodiment,

@@ -159,7 +159,8 @@ class TransformersPolicy(Policy):
         self._lock = threading.Lock()
         first = next(model.parameters())
         self.device = first.device
-        self.dtype = first.dtype if first.is_floating_point() else torch.float32
+        # The compute dtype (a quantized model's first parameter may be int8).
+        self.dtype = getattr(model, "dtype", first.dtype)
         # The decoder body without the output projection (``model.model`` for
         # transformers' *ForConditionalGeneration classes).
         self._body = getattr(model, model.base_model_prefix)
@@ -286,6 +287,7 @@ class TransformersPolicy(Policy):
                               f"{len(images)} images and {len(instructions)} instructions")
         if not images:
             return []
+        self._check_open()
         for image in images:
             check_image(image)
         texts = [self.prompt_text(instruction) for instruction in instructions]
@@ -309,6 +311,7 @@ class TransformersPolicy(Policy):
         For benchmarks: ``selection="none"`` measures the same loop without
         the constraint (its ids are usually not an action).
         """
+        self._check_open()
         check_image(image)
         chosen = selection or self.selection
         if chosen not in SELECTIONS:
@@ -326,6 +329,7 @@ class TransformersPolicy(Policy):
 
     def ask(self, image: np.ndarray, question: str, max_new_tokens: int = 32) -> Answer:
         """:meth:`answer` with timings."""
+        self._check_open()
         check_image(image)
         if not isinstance(question, str) or not question.strip():
             raise PolicyError(f"question: expected a non-empty question, got {question!r}")
@@ -338,6 +342,10 @@ class TransformersPolicy(Policy):
             return self._answer(image, self.image_token + question.strip(), max_new_tokens)
 
     # -------------------------------------------------------------- internals
+
+    def _check_open(self) -> None:
+        if self.model is None:
+            raise PolicyError("the transformers policy was closed")
 
     def _encode(self, images: Sequence[np.ndarray], texts: Sequence[str],
                 answer_prefix: Sequence[int] = ()) -> dict[str, torch.Tensor]:
