@@ -26,6 +26,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Generated message classes read this at import: a wrong field type is then an
+# error instead of garbage on the wire (DESIGN section 8).
+os.environ.setdefault("ROS_PYTHON_CHECK_FIELDS", "1")
 
 
 @pytest.fixture(scope="session")

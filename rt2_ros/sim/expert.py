@@ -317,6 +317,11 @@ class ScriptedExpert:
         return goal, 0.0, 1.0, s.slow_step
 
 
+def _normalised(instruction: str) -> str:
+    """An instruction with case, extra spaces and a final period ignored (as task parsing does)."""
+    return " ".join(instruction.strip().rstrip(".").lower().split())
+
+
 class ExpertPolicy(Policy):
     """The scripted expert as a :class:`Policy` — a **privileged-state reference**.
 
@@ -344,7 +349,7 @@ class ExpertPolicy(Policy):
         check_image(image)
         text = check_instruction(instruction)
         task = self.sim.task
-        if task is None or " ".join(task.instruction.lower().split()) != " ".join(text.lower().rstrip(".").split()):
+        if task is None or _normalised(task.instruction) != _normalised(text):
             try:
                 self.sim.set_task(text)
             except SimError as err:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rt2_ros.policy.base import Policy, PolicyOutput
+from rt2_ros.sim.errors import SimError
 from rt2_ros.sim.tabletop import StepReport, TabletopSim
 from rt2_ros.validation import expect_int, expect_number
 
@@ -56,6 +57,8 @@ def run_episode(sim: TabletopSim, policy: Policy, *, instruction: str | None = N
     """
     rate = expect_number("control_rate_hz", control_rate_hz, low=0.1, high=1000.0)
     expect_int("max_steps", max_steps, low=1)
+    if instruction is None and sim.task is None:
+        raise SimError("instruction: none given and the simulator has no task")
     text = instruction if instruction is not None else sim.task.instruction
     policy.reset()
     blank = None if render else np.zeros((*sim.config.image_size, 3), np.uint8)

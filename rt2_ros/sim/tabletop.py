@@ -37,7 +37,11 @@ from rt2_ros.sim.tasks import (GRIPPER, TABLE, ObjectState, SceneSnapshot, TaskI
 from rt2_ros.validation import expect_bool, expect_int, expect_number, reject_unknown_keys  # noqa: E402
 
 __all__ = ["SimConfig", "TabletopSim", "Pose", "GripperState", "StepReport", "ACTION_KEYS",
-           "CAMERAS"]
+           "CAMERAS", "BASE_FRAME", "EE_FRAME"]
+
+#: Suggested ROS frame ids: the base frame (MuJoCo's world) and the TCP.
+BASE_FRAME = "base_link"
+EE_FRAME = "tcp"
 
 CAMERAS = (HEAD_CAMERA, WRIST_CAMERA)
 #: Keys :meth:`TabletopSim.apply_action` understands (the rt2_arm embodiment's dims).
@@ -244,10 +248,11 @@ class TabletopSim:
     def _load_scene(self, scene: SceneSpec) -> None:
         h, w = self.config.image_size
         xml = build_mjcf(scene, timestep=1.0 / self.config.physics_hz,
-                         offscreen_size=(max(h, 960), max(w, 1280)), shadows=self.config.shadows)
+                         offscreen_size=(max(h, 480), max(w, 640)), shadows=self.config.shadows)
         if xml != self._xml:
-            _close_renderers(self._renderers)
+            previous = self.model
             self.model = mujoco.MjModel.from_xml_string(xml)
+            self._rebind_renderers(previous)
             self.data = mujoco.MjData(self.model)
             self._xml = xml
             self._index_model(scene)
@@ -433,8 +438,11 @@ class TabletopSim:
         roll, pitch, yaw in rad per step about the base axes; gripper closedness
         0..1; terminate).  As the safety node does (DESIGN section 7), the delta
         becomes the twist ``delta * control_rate_hz`` held for ``1/control_rate_hz``
-        s; missing deltas are 0 and a missing gripper keeps its command.  A
-        terminate action commands a zero twist and holds the gripper.
+        s (rounded to whole physics steps, the twist scaled so the target moves
+        by exactly the delta), then the twist is zero again.  Missing deltas are
+        0 and a missing gripper keeps its command.  A terminate action commands
+        a zero twist and holds the gripper.  Values are checked, not clamped:
+        anything non-finite or unknown raises SimError.
         """
         rate = expect_number("control_rate_hz", control_rate_hz, low=0.1, high=1000.0)
         if not isinstance(action, Mapping):
@@ -457,7 +465,11 @@ class TabletopSim:
             if "gripper" in action:
                 self.set_gripper(float(action["gripper"]))
         self._time_debt = 0.0
-        return self.step(period)
+        report = self.step(period)
+        # The delta is done: later step() calls must not keep moving by it.
+        self._linear = np.zeros(3)
+        self._angular = np.zeros(3)
+        return report
 
     # ------------------------------------------------------------------ state
 
@@ -573,6 +585,36 @@ class TabletopSim:
 
     # ------------------------------------------------------------------ rendering
 
+    def _rebind_renderers(self, previous: mujoco.MjModel | None) -> None:
+        """Point the existing renderers at the new model, or close them.
+
+        Creating a renderer (GL context, shader and texture upload) costs ~0.5 s
+        on a CPU renderer, more than an episode's physics.  Every scene has the
+        same assets (textures, materials, no meshes), so the GL resources stay
+        valid and only the visual scene needs rebuilding for the new model.
+        mujoco.Renderer has no public call for this, so it is done only when its
+        attributes are the expected ones; otherwise the renderers are recreated.
+        """
+        if not self._renderers:
+            return
+        new = self.model
+        same_assets = (
+            previous is not None
+            and all(getattr(previous, f) == getattr(new, f) for f in ("ntex", "nmat", "nmesh", "nskin", "nhfield"))
+            and previous.vis.global_.offwidth == new.vis.global_.offwidth
+            and previous.vis.global_.offheight == new.vis.global_.offheight
+            and previous.vis.quality.shadowsize == new.vis.quality.shadowsize
+            and np.array_equal(previous.tex_data, new.tex_data)
+            and np.array_equal(previous.mat_rgba, new.mat_rgba)
+            and np.array_equal(previous.mat_texid, new.mat_texid))
+        if not same_assets or not all(hasattr(r, "_model") and isinstance(getattr(r, "_scene", None), mujoco.MjvScene)
+                                      for r in self._renderers.values()):
+            _close_renderers(self._renderers)
+            return
+        for renderer in self._renderers.values():
+            renderer._model = new
+            renderer._scene = mujoco.MjvScene(new, maxgeom=renderer._scene.maxgeom)
+
     def _renderer(self, size: tuple[int, int]) -> mujoco.Renderer:
         if size not in self._renderers:
             gl.require_gl_backend()
@@ -595,6 +637,32 @@ class TabletopSim:
         renderer = self._renderer(size)
         renderer.update_scene(self.data, camera)
         return renderer.render()
+
+    def visible_pixels(self, camera: str = HEAD_CAMERA, size: tuple[int, int] | None = None) -> dict[str, int]:
+        """How many pixels of ``camera``'s image show each object and the gripper (occlusion checks)."""
+        if camera not in CAMERAS:
+            raise SimError(f"camera: expected one of {', '.join(CAMERAS)}, got {camera!r}")
+        renderer = self._renderer(tuple(size) if size is not None else tuple(self.config.image_size))
+        renderer.enable_segmentation_rendering()
+        try:
+            renderer.update_scene(self.data, camera)
+            segmentation = renderer.render()
+        finally:
+            renderer.disable_segmentation_rendering()
+        ids, types = segmentation[..., 0], segmentation[..., 1]
+        geom_ids = ids[(types == int(mujoco.mjtObj.mjOBJ_GEOM)) & (ids >= 0)]
+        counts = np.bincount(geom_ids.ravel(), minlength=self.model.ngeom)
+        result = {name: 0 for name in self.scene.names}
+        result[GRIPPER] = 0
+        hand_bodies = {self._hand_body, *(mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, n)
+                                          for n in ("finger_left", "finger_right"))}
+        for geom_id in np.flatnonzero(counts):
+            label = self._geom_labels[geom_id]
+            if label in result:
+                result[label] += int(counts[geom_id])
+            elif int(self.model.geom_bodyid[geom_id]) in hand_bodies:
+                result[GRIPPER] += int(counts[geom_id])
+        return result
 
     def camera_intrinsics(self, camera: str = HEAD_CAMERA, size: tuple[int, int] | None = None
                           ) -> tuple[float, float, float, float]:
