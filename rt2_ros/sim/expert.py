@@ -24,7 +24,7 @@ from rt2_ros.action_language import Embodiment, format_action_text, load_embodim
 from rt2_ros.policy.base import Policy, PolicyError, PolicyOutput, check_image, check_instruction
 from rt2_ros.sim.errors import SimError
 from rt2_ros.sim.rotations import quat_error, rpy_to_quat
-from rt2_ros.sim.scene import FINGER_HALF_THICKNESS, FINGER_MAX_OPENING
+from rt2_ros.sim.scene import FINGER_HALF_THICKNESS
 from rt2_ros.sim.tabletop import ACTION_KEYS, TabletopSim
 from rt2_ros.sim.tasks import (DIRECTIONS, NEAR_PLACEMENT_DISTANCE, PUSH_PLAN_MARGIN, Footprint,
                                TaskSpec, free_spot_near)
@@ -97,7 +97,6 @@ class ScriptedExpert:
         self._grip_offset = 0.0
         self._place_xy: tuple[float, float] | None = None
         self._wait = 0
-        self._last_opening = None
 
     @property
     def phase(self) -> str:
@@ -150,14 +149,16 @@ class ScriptedExpert:
                 and float(np.max(np.abs(goal - measured.position))) <= 2.5 * tol
                 and yaw_error <= self.settings.yaw_tolerance)
 
-    def _gripper_settled(self) -> bool:
-        """True once the fingers have stopped moving (after a close or open command)."""
+    def _gripper_settled(self, wanted: float) -> bool:
+        """True once the gripper has taken the ``wanted`` command and its fingers stopped.
+
+        The first call of a phase only issues the command (it is applied after
+        this step's action), so at least two calls are needed.
+        """
         state = self.sim.gripper_state()
-        moving = max(abs(v) for v in state.finger_velocities) > 0.005
-        target = FINGER_MAX_OPENING * (1 - state.command)
-        travelling = abs(sum(state.finger_positions) / 2 - target) > 0.001 and moving
         self._wait += 1
-        return self._wait >= 2 and not travelling and not moving
+        still = max(abs(v) for v in state.finger_velocities) < 0.005
+        return self._wait >= 2 and abs(state.command - wanted) < 0.05 and still
 
     def _grasp_yaw(self, name: str) -> float:
         """Yaw that puts the finger pads on two opposite faces (any yaw for round objects)."""
@@ -209,7 +210,7 @@ class ScriptedExpert:
         if self._phase == "close":
             goal = sim.ee_target_pose().position
             yaw = self._grasp_yaw(task.object)
-            if self._gripper_settled():
+            if self._gripper_settled(1.0):
                 if held:
                     self._grip_offset = float(sim.ee_pose().position[2] - pos[2])
                     self._phase = "lift"
@@ -246,7 +247,7 @@ class ScriptedExpert:
             return goal, yaw, 1.0, s.slow_step
         if self._phase == "release":
             goal = sim.ee_target_pose().position
-            if self._gripper_settled():
+            if self._gripper_settled(0.0):
                 self._phase = "retreat"
             return goal, yaw, 0.0, s.slow_step
         # retreat: straight up, open; success should have fired by now.

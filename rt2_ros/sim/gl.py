@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Callable
 
 from rt2_ros.sim.errors import RenderBackendError
 
-__all__ = ["configure_gl_backend", "gl_backend", "require_gl_backend", "BACKEND_PACKAGES"]
+__all__ = ["configure_gl_backend", "choose_backend", "gl_backend", "require_gl_backend", "BACKEND_PACKAGES"]
 
 #: Debian packages that provide each backend's library (what set-up must install).
-BACKEND_PACKAGES = {"egl": "libegl1 libegl-mesa0", "osmesa": "libosmesa6"}
+BACKEND_PACKAGES = {"egl": "libegl1 libgl1-mesa-dri", "osmesa": "libosmesa6"}
 
 _PROBE = ("from mujoco.{backend} import GLContext\n"
           "context = GLContext(8, 8)\n"
@@ -65,15 +66,25 @@ def configure_gl_backend() -> str | None:
     if "mujoco" in sys.modules:
         # Too late to steer mujoco's own choice; rendering will use what it picked.
         return None
-    for backend in ("egl", "osmesa"):
-        reason = _probe(backend)
+    backend, failures = choose_backend()
+    _failures.update(failures)
+    if backend is not None:
+        os.environ["MUJOCO_GL"] = backend
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+        _chosen = backend
+    return backend
+
+
+def choose_backend(probe: Callable[[str], str | None] = _probe,
+                   candidates: tuple[str, ...] = ("egl", "osmesa")) -> tuple[str | None, dict[str, str]]:
+    """Return the first candidate ``probe`` accepts (or None) and why the others failed."""
+    failures: dict[str, str] = {}
+    for backend in candidates:
+        reason = probe(backend)
         if reason is None:
-            os.environ["MUJOCO_GL"] = backend
-            os.environ.setdefault("PYOPENGL_PLATFORM", backend)
-            _chosen = backend
-            return _chosen
-        _failures[backend] = reason
-    return None
+            return backend, failures
+        failures[backend] = reason
+    return None, failures
 
 
 def gl_backend() -> str | None:

@@ -1,0 +1,117 @@
+"""The privileged-state scripted expert: solves every task kind, speaks legal tokens, holds still."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rt2_ros.action_language import load_embodiment, parse_action_text
+from rt2_ros.policy.base import Policy, PolicyError
+from rt2_ros.sim.expert import ExpertPolicy
+from rt2_ros.sim.rollout import run_episode
+from rt2_ros.sim.tabletop import TabletopSim
+
+KINDS = ("pick", "move_near", "push", "place_on")
+SEEDS = range(5)
+RATE_HZ = 5.0
+BLANK = np.zeros((8, 8, 3), np.uint8)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with TabletopSim(0, task=None) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def outcomes(sim):
+    """Run the expert on every kind and seed once (apply_action mode, no ROS, no rendering)."""
+    policy = ExpertPolicy(sim)
+    results = {}
+    for kind in KINDS:
+        for seed in SEEDS:
+            sim.reset(seed, task=kind)
+            results[kind, seed] = run_episode(sim, policy, control_rate_hz=RATE_HZ, max_steps=100,
+                                              render=False, record=True)
+    return results
+
+
+def test_expert_solves_every_task_kind(outcomes):
+    solved = [key for key, result in outcomes.items() if result.success and result.terminated]
+    assert len(solved) / len(outcomes) >= 0.95, sorted(set(outcomes) - set(solved))
+    for kind in KINDS:
+        assert any(k == kind for k, _ in solved), f"no {kind} episode solved"
+
+
+def test_expert_terminates_when_and_only_when_success_fires(outcomes):
+    for (kind, seed), result in outcomes.items():
+        flags = [bool(step.output.action["terminate"]) for step in result.records]
+        assert flags[-1] and not any(flags[:-1]), (kind, seed)
+        assert result.first_success_step is not None and result.first_success_step < result.steps
+
+
+def test_expert_speaks_legal_tokens_within_the_embodiment_bounds(outcomes):
+    embodiment = load_embodiment("rt2_arm")
+    for result in outcomes.values():
+        for step in result.records:
+            out = step.output
+            assert parse_action_text(out.text, embodiment) == out.tokens
+            assert out.action == embodiment.decode(out.tokens)
+            assert embodiment.encode(out.action) == out.tokens
+            for dim in embodiment.dims:
+                if dim.kind == "continuous":
+                    assert dim.low <= out.action[dim.name] <= dim.high
+            assert out.plan == "" and out.timings["total"] >= 0
+
+
+def test_expert_holds_still_after_terminating(sim):
+    policy = ExpertPolicy(sim)
+    sim.reset(2, task="pick")
+    result = run_episode(sim, policy, control_rate_hz=RATE_HZ, max_steps=100, render=False)
+    assert result.success and result.terminated
+    ee = sim.ee_pose().position
+    held = sim.object_poses()[sim.task.object].position
+    for _ in range(10):                                   # two more seconds of terminate actions
+        out = policy.act(BLANK, sim.task.instruction)
+        assert out.action["terminate"] is True
+        sim.apply_action(out.action, RATE_HZ)
+    assert np.abs(sim.ee_pose().position - ee).max() < 1e-3
+    assert np.abs(sim.object_poses()[sim.task.object].position - held).max() < 2e-3
+    assert sim.success()
+
+
+def test_expert_policy_is_a_policy_labelled_as_privileged(sim):
+    policy = ExpertPolicy(sim)
+    assert isinstance(policy, Policy)
+    assert policy.name == "expert" and policy.privileged is True
+
+
+def test_expert_follows_a_typed_instruction(sim):
+    sim.reset(1, task="pick")
+    other = next(name for name in sim.scene.names if name != sim.task.object)
+    policy = ExpertPolicy(sim)
+    result = run_episode(sim, policy, instruction=f"Pick up the {other}.", control_rate_hz=RATE_HZ,
+                         max_steps=100, render=False)
+    assert sim.task.object == other and sim.task.kind == "pick"
+    assert result.success and result.terminated
+
+
+def test_expert_rejects_instructions_it_cannot_parse_and_bad_images(sim):
+    sim.reset(1, task="pick")
+    policy = ExpertPolicy(sim)
+    with pytest.raises(PolicyError, match="expert: instruction: 'juggle' matches no task template"):
+        policy.act(BLANK, "juggle")
+    with pytest.raises(PolicyError, match="image"):
+        policy.act(np.zeros((8, 8), np.uint8), sim.task.instruction)
+
+
+def test_expert_refuses_an_embodiment_without_z_or_gripper(sim):
+    with pytest.raises(PolicyError, match="language_table.*missing"):
+        ExpertPolicy(sim, embodiment="language_table")
+
+
+def test_episode_with_rendered_images(sim):
+    sim.reset(0, task="push")
+    result = run_episode(sim, ExpertPolicy(sim), control_rate_hz=RATE_HZ, max_steps=3, render=True, record=True)
+    assert result.steps == 3 and not result.terminated
+    assert all(step.image.shape == (224, 224, 3) for step in result.records)
+    assert not np.array_equal(result.records[0].image, result.records[-1].image)   # the hand moved
