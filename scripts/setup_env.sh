@@ -12,7 +12,7 @@ stamps="$venv/.rt2_stamps"
 log() { printf '[setup] %s\n' "$*"; }
 
 # --- 1. System packages: compilers for the interfaces, EGL/OSMesa for headless MuJoCo.
-apt_pkgs=(cmake g++ make libegl1 libosmesa6 libgl1)
+apt_pkgs=(cmake g++ make libegl1 libgl1-mesa-dri libosmesa6 libgl1)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = [
     "rt2_ros.cli.tokenize_cmd",
     "rt2_ros.cli.act_cmd",
     "rt2_ros.cli.serve_cmd",
+    "rt2_ros.cli.train_cmd",
     "rt2_ros.cli.up_cmd",
     "rt2_ros.cli.instruct_cmd",
 ]
