@@ -251,6 +251,21 @@ def test_a_different_instruction_in_actions_starts_a_new_episode():
                for e in out.events)
 
 
+def test_instruction_arriving_after_its_first_action_continues_the_episode():
+    g = governor(start_enabled=True)
+    assert act(g, 0.0, dx=0.01, instruction="open the drawer").disposition == "applied"
+    g.start_episode("open the drawer", 0.05)           # the topic message came second
+    assert twist(g.tick(0.06))[0][0] == pytest.approx(0.01 * BASE["control_rate_hz"])
+    assert g.tick(0.06).status.episodes == 1
+
+
+def test_same_instruction_later_than_the_timeout_restarts_the_episode():
+    g = governor(start_enabled=True)
+    act(g, 0.0, instruction="open the drawer")
+    g.start_episode("open the drawer", 0.0 + BASE["action_timeout_s"] + 0.5)
+    assert g.tick(BASE["action_timeout_s"] + 0.5).status.episodes == 2
+
+
 def test_stale_actions_for_a_replaced_instruction_are_dropped():
     g = running(instruction="open the drawer")
     act(g, 0.0, instruction="open the drawer")

@@ -24,6 +24,8 @@ SUBCOMMAND_MODULES = [
     "rt2_ros.cli.train_cmd",
     "rt2_ros.cli.up_cmd",
     "rt2_ros.cli.instruct_cmd",
+    "rt2_ros.cli.demo_cmd",
+    "rt2_ros.cli.eval_cmd",
 ]
 
 

@@ -9,7 +9,7 @@ step (the feedback) and a last JSON line with the result.  Exit code 0 when
 the model terminated the episode, 1 for any other ending (``max_steps``,
 ``timeout``, ``canceled``, ``preempted``, ``backend_error: ...``), 3 when no
 action server answers within ``--server-timeout`` seconds or the goal is
-rejected, 130 after Ctrl-C (the goal is canceled first).
+rejected, 130 after Ctrl-C (the goal is canceled and its result printed).
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def feedback_json(feedback: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Send the goal, print feedback and result, return the exit code."""
     import os
-    import time
+    import signal
+    import threading
 
     _check(args)
     from rt2_ros.nodes.stack import apply_dds_defaults
@@ -89,13 +90,21 @@ def run(args: argparse.Namespace) -> int:
                                     f"`rt2-ros up`; same ROS_DOMAIN_ID?)")
         from rt2_ros.cli import print_json
 
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
         try:
             outcome = client.execute(args.instruction, args.max_steps, args.timeout,
-                                     on_feedback=lambda fb: print_json(feedback_json(fb)))
+                                     on_feedback=lambda fb: print_json(feedback_json(fb)),
+                                     stop=stop)
+        except TimeoutError as exc:
+            raise ActionServerError(f"{args.action}: {exc}") from None
         except KeyboardInterrupt:
-            client.cancel(timeout_s=3.0)
-            time.sleep(0.1)
+            outcome = client.cancel(timeout_s=3.0)
+            if outcome is not None:
+                print_json({"result": outcome})
             return 130
+        finally:
+            signal.signal(signal.SIGINT, previous)
         if outcome is None:
             raise ActionServerError(f"the action server {args.action} rejected the goal")
         print_json({"result": outcome})

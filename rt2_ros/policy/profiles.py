@@ -55,7 +55,10 @@ __all__ = ["Profile", "PROFILES", "METADATA_FILE", "METADATA_FORMAT", "Checkpoin
 
 METADATA_FILE = "rt2_ros.json"
 METADATA_FORMAT = "rt2_ros/1"
-_TOP_KEYS = ("format", "profile", "embodiment", "action_tokenizer", "statistics", "unnorm_key")
+# training_data: {"objects": [...], "instructions": [...]} seen in the robot data
+# (rt2-ros eval splits its success table into seen / unseen with it).
+_TOP_KEYS = ("format", "profile", "embodiment", "action_tokenizer", "statistics", "unnorm_key",
+             "training_data")
 _TOKENIZER_KEYS = ("scheme", "bins", "ids", "vocab_size")
 
 
@@ -127,6 +130,10 @@ def _parse_metadata(data: Any, source: str) -> CheckpointMetadata:
     statistics = data.get("statistics")
     if statistics is not None and not isinstance(statistics, dict):
         raise _bad(source, "statistics", "an object of datasets", statistics)
+    training_data = data.get("training_data", {})
+    if not (isinstance(training_data, dict) and all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in training_data.values())):
+        raise _bad(source, "training_data", "an object of string lists", training_data)
     tok = data.get("action_tokenizer", {})
     if not isinstance(tok, dict):
         raise _bad(source, "action_tokenizer", "an object", tok)

@@ -223,6 +223,7 @@ class SafetyGovernor:
         self._last_action_time: float | None = None
         self._episode: str | None = None
         self._episode_started = now
+        self._episode_opened_by_action = False
         self._episode_closed = False
         self._episodes = 0
         self._superseded: tuple[str, float] | None = None
@@ -265,8 +266,22 @@ class SafetyGovernor:
         return "disabled"
 
     def start_episode(self, instruction: str, now: float) -> None:
-        """A new instruction was given: start a new episode (also after terminate, also the same text)."""
-        self._start_episode(str(instruction), _check_time(now), explicit=True)
+        """A new instruction was given: start a new episode (also after terminate, also the same text).
+
+        Exception: the instruction message and the policy's first action travel
+        on different topics, so the action may arrive first and open the
+        episode itself.  An instruction with the same text that arrives within
+        ``action_timeout_s`` of such an action-opened episode continues it
+        instead of restarting it (which would drop that first action).
+        """
+        now = _check_time(now)
+        instruction = str(instruction)
+        if (self._episode == instruction and self._episode_opened_by_action
+                and not self._episode_closed
+                and 0.0 <= now - self._episode_started <= self.config.action_timeout_s):
+            self._episode_opened_by_action = False
+            return
+        self._start_episode(instruction, now, explicit=True)
 
     def on_action(self, *, instruction: str, terminate: bool, delta_position: Sequence[float],
                   delta_rotation: Sequence[float], gripper: float, now: float) -> ActionResult:
@@ -411,6 +426,7 @@ class SafetyGovernor:
             self._superseded = (self._episode, now)
         self._episode = instruction
         self._episode_started = now
+        self._episode_opened_by_action = not explicit
         self._episode_closed = False
         self._episodes += 1
         self._terminate_streak = 0

@@ -11,25 +11,38 @@ detector fires it emits ``terminate`` with a still hand from then on.
 (name ``"expert"``).  It is a **privileged-state reference**, not a learned
 policy: it ignores the image and reads the simulator it is bound to.  Use it to
 collect demonstrations and as an upper bound in evaluations, labelled as such.
+
+Across processes (the sim node in one, the policy node in another) the
+expert cannot read the simulator, so the sim node publishes a **privileged
+snapshot** of it (:func:`privileged_snapshot`, plain JSON-able data, format
+:data:`PRIVILEGED_STATE_FORMAT`) and :class:`StateFedExpertPolicy` plans from
+the newest one it was given (:meth:`StateFedExpertPolicy.observe`), through
+:class:`SnapshotSim`, a read-only stand-in for the simulator built from a
+snapshot.  The snapshot is labelled ``"privileged": true``: it holds true
+object poses and contacts that no camera gives, so it is only for the expert
+and for scoring, never an input of a learned policy.
 """
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from rt2_ros.action_language import Embodiment, format_action_text, load_embodiment
+from rt2_ros.action_language import ActionLanguageError, Embodiment, format_action_text, load_embodiment
 from rt2_ros.policy.base import Policy, PolicyError, PolicyOutput, check_image, check_instruction
 from rt2_ros.sim.errors import SimError
 from rt2_ros.sim.rotations import quat_error, rpy_to_quat
 from rt2_ros.sim.scene import FINGER_HALF_THICKNESS
-from rt2_ros.sim.tabletop import ACTION_KEYS, TabletopSim
+from rt2_ros.sim.tabletop import ACTION_KEYS, GripperState, Pose, TabletopSim
 from rt2_ros.sim.tasks import (DIRECTIONS, NEAR_PLACEMENT_DISTANCE, PUSH_PLAN_MARGIN, Footprint,
                                TaskSpec, free_spot_near)
 
-__all__ = ["ScriptedExpert", "ExpertPolicy", "ExpertSettings"]
+__all__ = ["ScriptedExpert", "ExpertPolicy", "ExpertSettings", "StateFedExpertPolicy",
+           "SnapshotSim", "privileged_snapshot", "PRIVILEGED_STATE_FORMAT"]
 
 _REQUIRED_DIMS = ("terminate", "x", "y", "z", "gripper")
 
@@ -56,11 +69,13 @@ class ExpertSettings:
 class ScriptedExpert:
     """Privileged-state task solver for a :class:`TabletopSim` (see the module doc).
 
-    Call :meth:`reset` when a new task starts and :meth:`next_action` once per
-    control step, then apply the returned action (e.g. ``sim.apply_action``).
+    ``sim`` is the live simulator or a :class:`SnapshotSim` (the same
+    read-only calls, answered from a privileged snapshot).  Call :meth:`reset`
+    when a new task starts and :meth:`next_action` once per control step, then
+    apply the returned action (e.g. ``sim.apply_action``).
     """
 
-    def __init__(self, sim: TabletopSim, embodiment: Embodiment | str = "rt2_arm",
+    def __init__(self, sim: "TabletopSim | SnapshotSim", embodiment: Embodiment | str = "rt2_arm",
                  settings: ExpertSettings | None = None):
         self.sim = sim
         self.embodiment = load_embodiment(embodiment) if isinstance(embodiment, str) else embodiment
@@ -366,4 +381,352 @@ class ExpertPolicy(Policy):
 
     def reset(self) -> None:
         """Start the bound simulator's task over (the simulator itself is not reset)."""
+        self.expert.reset()
+
+
+# ----------------------------------------------------------------------------- privileged snapshots
+
+#: ``format`` of :func:`privileged_snapshot`'s dicts (bumped on incompatible changes).
+PRIVILEGED_STATE_FORMAT = "rt2_ros/sim_privileged_state/1"
+_PRIVILEGED_NOTE = ("privileged simulator state (true poses, contacts, task): for the scripted "
+                    "expert and for scoring only, never an input of a learned policy")
+
+
+def _floats(values: Any) -> list[float]:
+    return [float(v) for v in values]
+
+
+def privileged_snapshot(sim: TabletopSim, *, episode: int = 0) -> dict[str, Any]:
+    """Everything the expert reads from ``sim``, as JSON-able data (the sim node publishes it).
+
+    ``episode`` numbers the simulator's episodes (resets): a consumer uses it
+    to tell a restarted task from the same one.  Quaternions are (w, x, y, z),
+    positions metres in the base frame.
+    """
+    task = sim.task
+    scene_state = sim.snapshot()
+    poses = sim.object_poses()
+    ee, target, gripper = sim.ee_pose(), sim.ee_target_pose(), sim.gripper_state()
+    objects = []
+    for spec in sim.scene.objects:
+        state = scene_state.objects[spec.name]
+        objects.append({
+            "name": spec.name, "shape": spec.shape, "half_height": float(spec.half_height),
+            "footprint_radius": float(spec.footprint_radius),
+            "position": _floats(poses[spec.name].position),
+            "quaternion_wxyz": _floats(poses[spec.name].quaternion),
+            "start_position": _floats(state.start_position), "max_z": float(state.max_z),
+            "ever_grasped": bool(state.ever_grasped)})
+    return {
+        "format": PRIVILEGED_STATE_FORMAT,
+        "privileged": True,
+        "note": _PRIVILEGED_NOTE,
+        "episode": int(episode),
+        "seed": int(sim.scene.seed),
+        "sim_time": float(sim.sim_time),
+        "task": None if task is None else {
+            "kind": task.kind, "instruction": task.instruction, "predicate": task.predicate,
+            "object": task.object, "reference": task.reference, "direction": task.direction,
+            "params": {k: float(v) for k, v in task.params.items()}},
+        "success": bool(task is not None and sim.success()),
+        "ee_pose": {"position": _floats(ee.position), "quaternion_wxyz": _floats(ee.quaternion)},
+        "ee_target": {"position": _floats(target.position),
+                      "quaternion_wxyz": _floats(target.quaternion)},
+        "gripper": {"command": float(gripper.command), "closedness": float(gripper.closedness),
+                    "opening": float(gripper.opening),
+                    "finger_positions": _floats(gripper.finger_positions),
+                    "finger_velocities": _floats(gripper.finger_velocities),
+                    "grasped": gripper.grasped},
+        "workspace_min": _floats(sim.config.workspace_min),
+        "workspace_max": _floats(sim.config.workspace_max),
+        "objects": objects,
+    }
+
+
+@dataclass(frozen=True)
+class _ObjectView:
+    """The object facts the expert reads (a subset of :class:`~rt2_ros.sim.scene.ObjectSpec`)."""
+
+    name: str
+    shape: str
+    half_height: float
+    footprint_radius: float
+
+
+@dataclass(frozen=True)
+class _SceneView:
+    seed: int
+    objects: tuple[_ObjectView, ...]
+
+    def object(self, name: str) -> _ObjectView:
+        for obj in self.objects:
+            if obj.name == name:
+                return obj
+        raise SimError(f"object: no {name!r} in this scene (it has {', '.join(self.names)})")
+
+    @property
+    def names(self) -> list[str]:
+        return [obj.name for obj in self.objects]
+
+
+@dataclass(frozen=True)
+class _ConfigView:
+    workspace_min: tuple[float, float, float]
+    workspace_max: tuple[float, float, float]
+
+
+def _vector(data: Mapping[str, Any], key: str, size: int, where: str) -> np.ndarray:
+    value = data.get(key) if isinstance(data, Mapping) else None
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.shape != (size,) or not np.all(np.isfinite(arr)):
+        raise PolicyError(f"privileged state: {where}{key}: expected {size} finite numbers, "
+                          f"got {value!r}")
+    return arr
+
+
+def _field(data: Any, key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+    """``data[key]`` if it is a ``kind`` (a bool is not a number here), else PolicyError."""
+    if not isinstance(data, Mapping) or key not in data:
+        raise PolicyError(f"privileged state: {where}{key}: missing")
+    value = data[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise PolicyError(f"privileged state: {where}{key}: expected {names}, got {value!r}")
+    return value
+
+
+class SnapshotSim:
+    """A read-only stand-in for :class:`TabletopSim`, answering from a privileged snapshot.
+
+    It offers exactly what :class:`ScriptedExpert` reads (``task``,
+    ``success()``, poses, gripper state, scene facts, task start positions,
+    workspace).  :meth:`load` replaces the state with a newer snapshot; the
+    ``task`` object stays the same Python object while the snapshot's episode
+    and task do not change, which is how the expert knows its task went on.
+    """
+
+    def __init__(self, snapshot: Mapping[str, Any] | None = None) -> None:
+        self.task: TaskSpec | None = None
+        self.episode: int | None = None
+        self.sim_time = 0.0
+        self.scene = _SceneView(0, ())
+        self.config = _ConfigView((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+        self._task_key: tuple | None = None
+        self._success = False
+        self._ee = self._target = Pose(np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0]))
+        self._gripper = GripperState(0.0, 0.0, 0.0, (0.0, 0.0), (0.0, 0.0), None)
+        self._poses: dict[str, Pose] = {}
+        self._starts: dict[str, np.ndarray] = {}
+        if snapshot is not None:
+            self.load(snapshot)
+
+    def load(self, snapshot: Mapping[str, Any]) -> None:
+        """Take the state of ``snapshot`` (a :func:`privileged_snapshot` dict); PolicyError if malformed.
+
+        Nothing changes when the snapshot is refused.
+        """
+        if not isinstance(snapshot, Mapping):
+            raise PolicyError(f"privileged state: expected a JSON object, got {type(snapshot).__name__}")
+        fmt = snapshot.get("format")
+        if fmt != PRIVILEGED_STATE_FORMAT:
+            raise PolicyError(f"privileged state: format: expected {PRIVILEGED_STATE_FORMAT!r}, got {fmt!r}")
+        episode = _field(snapshot, "episode", int)
+        seed = _field(snapshot, "seed", int)
+        sim_time = float(_field(snapshot, "sim_time", (int, float)))
+        success = _field(snapshot, "success", bool)
+        ee = _field(snapshot, "ee_pose", Mapping)
+        target = _field(snapshot, "ee_target", Mapping)
+        ee_pose = Pose(_vector(ee, "position", 3, "ee_pose."), _vector(ee, "quaternion_wxyz", 4, "ee_pose."))
+        target_pose = Pose(_vector(target, "position", 3, "ee_target."),
+                           _vector(target, "quaternion_wxyz", 4, "ee_target."))
+        g = _field(snapshot, "gripper", Mapping)
+        grasped = g.get("grasped")
+        if grasped is not None and not isinstance(grasped, str):
+            raise PolicyError(f"privileged state: gripper.grasped: expected an object name or null, got {grasped!r}")
+        gripper = GripperState(float(_field(g, "command", (int, float), "gripper.")),
+                               float(_field(g, "closedness", (int, float), "gripper.")),
+                               float(_field(g, "opening", (int, float), "gripper.")),
+                               tuple(_vector(g, "finger_positions", 2, "gripper.")),
+                               tuple(_vector(g, "finger_velocities", 2, "gripper.")), grasped)
+        config = _ConfigView(tuple(_vector(snapshot, "workspace_min", 3, "")),
+                             tuple(_vector(snapshot, "workspace_max", 3, "")))
+        objects, poses, starts = [], {}, {}
+        for i, obj in enumerate(_field(snapshot, "objects", list)):
+            where = f"objects[{i}]."
+            name = _field(obj, "name", str, where)
+            objects.append(_ObjectView(name, _field(obj, "shape", str, where),
+                                       float(_field(obj, "half_height", (int, float), where)),
+                                       float(_field(obj, "footprint_radius", (int, float), where))))
+            poses[name] = Pose(_vector(obj, "position", 3, where), _vector(obj, "quaternion_wxyz", 4, where))
+            starts[name] = _vector(obj, "start_position", 3, where)
+        raw_task = snapshot.get("task")
+        task, key = None, None
+        if raw_task is not None:
+            if not isinstance(raw_task, Mapping):
+                raise PolicyError(f"privileged state: task: expected an object or null, got {raw_task!r}")
+            try:
+                task = TaskSpec(kind=str(raw_task["kind"]), instruction=str(raw_task["instruction"]),
+                                predicate=str(raw_task["predicate"]), object=str(raw_task["object"]),
+                                reference=raw_task.get("reference"), direction=raw_task.get("direction"),
+                                params=dict(raw_task.get("params") or {}))
+            except KeyError as err:
+                raise PolicyError(f"privileged state: task.{err.args[0]}: missing") from None
+            names = {o.name for o in objects}
+            for slot in ("object", "reference"):
+                value = getattr(task, slot)
+                if value is not None and value not in names:
+                    raise PolicyError(f"privileged state: task.{slot}: {value!r} is not among the objects "
+                                      f"({', '.join(sorted(names))})")
+            key = (episode, task)
+        # Keep the same TaskSpec object while episode and task are unchanged.
+        if key is None or key != self._task_key:
+            self.task, self._task_key = task, key
+        self.episode, self.sim_time, self._success = episode, sim_time, success
+        self.scene, self.config = _SceneView(seed, tuple(objects)), config
+        self._ee, self._target, self._gripper = ee_pose, target_pose, gripper
+        self._poses, self._starts = poses, starts
+
+    def success(self) -> bool:
+        """The simulator's success detector when the snapshot was taken."""
+        if self.task is None:
+            raise SimError("task: the simulator had no task when the snapshot was taken")
+        return self._success
+
+    def ee_pose(self) -> Pose:
+        """The measured TCP pose."""
+        return Pose(self._ee.position.copy(), self._ee.quaternion.copy())
+
+    def ee_target_pose(self) -> Pose:
+        """The commanded TCP target."""
+        return Pose(self._target.position.copy(), self._target.quaternion.copy())
+
+    def gripper_state(self) -> GripperState:
+        """The gripper's commanded and measured state."""
+        return self._gripper
+
+    def object_poses(self) -> dict[str, Pose]:
+        """Every object's pose, by name."""
+        return {n: Pose(p.position.copy(), p.quaternion.copy()) for n, p in self._poses.items()}
+
+    def task_start_position(self, name: str) -> np.ndarray:
+        """Where object ``name`` was when the task started."""
+        if self.task is None:
+            raise SimError("task: the simulator had no task when the snapshot was taken")
+        if name not in self._starts:
+            raise SimError(f"object: no {name!r} in this scene (it has {', '.join(self.scene.names)})")
+        return self._starts[name].copy()
+
+
+class StateFedExpertPolicy(Policy):
+    """The scripted expert in a process without the simulator — a **privileged-state reference**.
+
+    Feed it the sim node's privileged snapshots with :meth:`observe` (any
+    thread; the ROS side is ``rt2_ros.nodes.expert_bridge``); :meth:`act`
+    (one thread) plans from the newest one.  The image is checked and ignored.
+    ``act`` raises PolicyError when no snapshot came yet, when the newest is
+    older than ``max_state_age_s``, or when the simulator's task is not the
+    instruction (it waits up to ``task_wait_s`` for a snapshot that has it:
+    a sim told the instruction on a topic may be a moment behind the policy).
+    The expert cannot give the simulator a task; the sim node takes its task
+    from its ``task`` parameter, its reset service or ``rt2/instruction``.
+    """
+
+    name = "expert"
+    #: marks outputs as coming from privileged simulator state, not from the image
+    privileged = True
+
+    def __init__(self, embodiment: Embodiment | str = "rt2_arm", settings: ExpertSettings | None = None,
+                 *, max_state_age_s: float = 1.0, task_wait_s: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic):
+        if not (isinstance(max_state_age_s, (int, float)) and max_state_age_s > 0):
+            raise PolicyError(f"expert: max_state_age_s: expected a number > 0, got {max_state_age_s!r}")
+        if not (isinstance(task_wait_s, (int, float)) and task_wait_s >= 0):
+            raise PolicyError(f"expert: task_wait_s: expected a number >= 0, got {task_wait_s!r}")
+        self.view = SnapshotSim()
+        self.expert = ScriptedExpert(self.view, embodiment, settings)
+        self.embodiment = self.expert.embodiment
+        self.max_state_age_s = float(max_state_age_s)
+        self.task_wait_s = float(task_wait_s)
+        self._clock = clock
+        self._latest: tuple[Mapping[str, Any], float] | None = None
+        self._changed = threading.Condition()
+        self.snapshots_received = 0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "StateFedExpertPolicy":
+        """Build from a :class:`~rt2_ros.policy.config.PolicyConfig` (reads its embodiment)."""
+        try:
+            return cls(cfg.embodiment_name)
+        except ActionLanguageError as err:
+            raise PolicyError(f"expert: embodiment: {err}") from None
+
+    def observe(self, snapshot: Mapping[str, Any], received: float | None = None) -> None:
+        """Store ``snapshot`` (a :func:`privileged_snapshot` dict) as the newest state.
+
+        Raises PolicyError for a snapshot of another format (it is not kept).
+        ``received``: when it arrived, on ``clock`` (default: now).
+        """
+        if not isinstance(snapshot, Mapping) or snapshot.get("format") != PRIVILEGED_STATE_FORMAT:
+            got = snapshot.get("format") if isinstance(snapshot, Mapping) else type(snapshot).__name__
+            raise PolicyError(f"privileged state: format: expected {PRIVILEGED_STATE_FORMAT!r}, got {got!r}")
+        with self._changed:
+            self._latest = (snapshot, self._clock() if received is None else received)
+            self.snapshots_received += 1
+            self._changed.notify_all()
+
+    def state_age(self) -> float | None:
+        """Seconds since the newest snapshot arrived (None before the first)."""
+        with self._changed:
+            return None if self._latest is None else self._clock() - self._latest[1]
+
+    def _snapshot_for(self, text: str) -> Mapping[str, Any]:
+        deadline = self._clock() + self.task_wait_s
+        with self._changed:
+            while True:
+                if self._latest is None:
+                    problem = ("no privileged simulator state received yet (is the sim node running "
+                               "and publishing sim/privileged_state?)")
+                else:
+                    snapshot, received = self._latest
+                    age = self._clock() - received
+                    task = snapshot.get("task")
+                    sim_instruction = task.get("instruction") if isinstance(task, Mapping) else None
+                    if age > self.max_state_age_s:
+                        problem = (f"the newest privileged simulator state is {age:.2f} s old "
+                                   f"(max_state_age_s {self.max_state_age_s:g}); is the sim node running?")
+                    elif sim_instruction is None:
+                        problem = (f"the simulator has no task; it cannot score or solve {text!r} "
+                                   f"(give the sim node a task it can parse)")
+                    elif _normalised(str(sim_instruction)) != _normalised(text):
+                        problem = (f"the simulator's task is {sim_instruction!r}, not {text!r}: the "
+                                   f"privileged expert solves only the simulator's own task")
+                    else:
+                        return snapshot
+                left = deadline - self._clock()
+                if left <= 0:
+                    raise PolicyError(f"expert: {problem}")
+                self._changed.wait(timeout=left)
+
+    def act(self, image: np.ndarray, instruction: str) -> PolicyOutput:
+        """Return the expert's next action from the newest privileged state (image unused)."""
+        started = time.perf_counter()
+        check_image(image)
+        text = check_instruction(instruction)
+        snapshot = self._snapshot_for(text)
+        self.view.load(snapshot)
+        try:
+            action = self.expert.next_action()
+        except SimError as err:
+            raise PolicyError(f"expert: {err}") from err
+        tokens = self.embodiment.encode(action)
+        decoded = self.embodiment.decode(tokens)
+        return PolicyOutput(tokens=tokens, action=decoded, plan="", text=format_action_text(tokens),
+                            timings={"total": (time.perf_counter() - started) * 1000.0})
+
+    def reset(self) -> None:
+        """Start the task over (the next action plans from scratch)."""
         self.expert.reset()

@@ -191,7 +191,7 @@ def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def _paligemma(shape: VlmShape, tokenizer: Any) -> tuple[Any, Any, Any]:
+def paligemma_parts(shape: VlmShape, tokenizer: Any) -> tuple[Any, Any, Any]:
     from transformers import (GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
                               PaliGemmaProcessor, SiglipVisionConfig)
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
@@ -219,7 +219,7 @@ def _paligemma(shape: VlmShape, tokenizer: Any) -> tuple[Any, Any, Any]:
     return PaliGemmaForConditionalGeneration, config, processor
 
 
-def _llava(shape: VlmShape, tokenizer: Any) -> tuple[Any, Any, Any]:
+def llava_parts(shape: VlmShape, tokenizer: Any) -> tuple[Any, Any, Any]:
     from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -277,9 +277,9 @@ def make_vlm(shape: str | VlmShape = "tiny", *, family: str | None = None, token
     else:
         raise ValueError(f"tokenizer: expected 'word' or 'bpe', got {tokenizer!r}")
     if spec.family == "paligemma":
-        model_cls, config, processor = _paligemma(spec, tok)
+        model_cls, config, processor = paligemma_parts(spec, tok)
     elif spec.family == "llava":
-        model_cls, config, processor = _llava(spec, tok)
+        model_cls, config, processor = llava_parts(spec, tok)
     else:
         raise ValueError(f"family: expected 'paligemma' or 'llava', got {spec.family!r}")
     torch.manual_seed(seed)

@@ -1,0 +1,200 @@
+"""Turning samples into model inputs: one next-token loss on the answer tokens only.
+
+Every sample becomes ``prompt ids + answer ids + eos``:
+
+* the prompt is exactly what the policy feeds at inference
+  (:meth:`TransformersPolicy.prompt_text`: the image token + the profile's
+  robot prompt; for VQA the image token + the question), run through the
+  model's own processor, which expands the image token and adds what the
+  model needs (PaliGemma: ``<bos>`` and the newline);
+* robot answers are :func:`~rt2_ros.policy.constrained_decoding.answer_token_ids`
+  - one scheme id per action dim, the very sequence the constrained decoder
+  emits; VQA answers are the tokenizer's ids of the answer text;
+* ``labels`` are -100 on the prompt (image tokens included) and on padding,
+  and the answer ids (and eos) on the answer, so the loss is the answer's
+  next-token loss (transformers shifts the labels inside the model);
+* prefix-LM models (PaliGemma) get ``token_type_ids`` 0 on the prompt and 1 on
+  the answer and padding: the prompt attends bidirectionally, the answer
+  causally, and no prompt position can see a label.  Other models keep the
+  processor's ``token_type_ids`` (if any) on the prompt and 0 elsewhere.
+
+Sequences are right-padded after the answer, so every real token keeps the
+position it has at inference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from rt2_ros.action_language import Embodiment, TokenScheme
+from rt2_ros.errors import ConfigError
+from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
+from rt2_ros.policy.profiles import PROFILES
+from rt2_ros.training.samples import SampleSet
+
+__all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "Example", "MixtureDataset", "Rt2Collator", "BatchMeta"]
+
+IGNORE_INDEX = -100
+#: Model types whose attention is prefix-LM, switched by token_type_ids (0 = prefix, 1 = suffix).
+PREFIX_LM_MODEL_TYPES = ("paligemma",)
+
+
+@dataclass
+class Example:
+    """One sample as the collator takes it: ``kind`` is "robot" (``tokens``) or "vqa" (``answer``)."""
+
+    kind: str
+    image: np.ndarray
+    text: str                       # instruction (robot) or question (vqa)
+    tokens: list[int] | None = None
+    answer: str | None = None
+
+
+class MixtureDataset:
+    """Robot samples (indices ``0..R-1``) then VQA samples, as :class:`Example` items.
+
+    ``embodiment`` is the one the model is trained to speak: when it is not
+    the one the robot samples were read in (``cache_embodiment``, e.g. bounds
+    fitted to the data), every action is re-encoded once from its values.
+    """
+
+    def __init__(self, robot: SampleSet | None, vqa: SampleSet | None, embodiment: Embodiment,
+                 cache_embodiment: Embodiment | None = None):
+        self.robot = robot
+        self.vqa = vqa
+        self.embodiment = embodiment
+        records = robot.records if robot is not None else []
+        if cache_embodiment is None or cache_embodiment == embodiment:
+            self._tokens = [list(r["tokens"]) for r in records]
+        else:
+            self._tokens = [embodiment.encode({n: r["action"][n] for n in embodiment.names}) for r in records]
+
+    @property
+    def robot_count(self) -> int:
+        """Number of robot samples."""
+        return len(self.robot) if self.robot is not None else 0
+
+    @property
+    def vqa_count(self) -> int:
+        """Number of VQA samples."""
+        return len(self.vqa) if self.vqa is not None else 0
+
+    def __len__(self) -> int:
+        return self.robot_count + self.vqa_count
+
+    def robot_tokens(self, index: int) -> list[int]:
+        """The action bins of robot sample ``index`` in the training embodiment."""
+        return self._tokens[index]
+
+    def __getitem__(self, index: int) -> Example:
+        index = int(index)
+        if index < 0 or index >= len(self):
+            raise IndexError(f"sample {index} outside 0..{len(self) - 1}")
+        if index < self.robot_count:
+            record = self.robot.records[index]
+            return Example("robot", np.asarray(self.robot.image(index)), record["instruction"],
+                           tokens=self._tokens[index])
+        index -= self.robot_count
+        record = self.vqa.records[index]
+        return Example("vqa", np.asarray(self.vqa.image(index)), record["question"], answer=record["answer"])
+
+
+@dataclass
+class BatchMeta:
+    """Per row of a batch: the sample kind, where its answer starts and how many answer ids
+    (without eos) it has."""
+
+    kinds: list[str]
+    answer_start: list[int]
+    answer_length: list[int]
+
+
+class Rt2Collator:
+    """Build a batch of model inputs from :class:`Example` items (see the module doc)."""
+
+    def __init__(self, processor: Any, scheme: TokenScheme, *, profile: str = "rt2",
+                 prefix_lm: bool = False, add_eos: bool = True, max_length: int | None = None):
+        if profile not in PROFILES:
+            raise ConfigError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.scheme = scheme
+        self.profile = PROFILES[profile]
+        self.prefix_lm = prefix_lm
+        self.image_token = getattr(processor, "image_token", None)
+        if not self.image_token:
+            raise ConfigError(f"processor {type(processor).__name__} has no image token")
+        self.eos_id = self.tokenizer.eos_token_id if add_eos else None
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        self.max_length = max_length
+
+    def prompt_text(self, example: Example) -> str:
+        """The text given to the processor with the image (what the policy gives at inference)."""
+        if example.kind == "robot":
+            return self.image_token + self.profile.prompt(example.text)
+        return self.image_token + " ".join(example.text.split())
+
+    def answer_ids(self, example: Example) -> list[int]:
+        """The answer's ids without eos: action ids (robot) or the answer text's ids (vqa)."""
+        if example.kind == "robot":
+            return answer_token_ids(self.tokenizer, self.scheme, example.tokens)
+        ids = encode_text(self.tokenizer, " ".join(example.answer.split()))
+        if not ids:
+            raise ConfigError(f"answer {example.answer!r}: the tokenizer makes no tokens of it")
+        return ids
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
+        return self.collate_with_meta(examples)[0]
+
+    def collate_with_meta(self, examples: Sequence[Example]) -> tuple[dict[str, Any], BatchMeta]:
+        """The model inputs and the per-row :class:`BatchMeta` (for evaluation)."""
+        import torch
+        from PIL import Image
+
+        encoded = self.processor(images=[Image.fromarray(e.image) for e in examples],
+                                 text=[self.prompt_text(e) for e in examples], return_tensors="pt",
+                                 padding=True)
+        prompt_ids, prompt_mask = encoded["input_ids"], encoded["attention_mask"].bool()
+        processor_types = encoded.get("token_type_ids")
+        rows, meta = [], BatchMeta([], [], [])
+        for row, example in enumerate(examples):
+            keep = prompt_mask[row]
+            prompt = prompt_ids[row][keep].tolist()  # padding removed, whichever side it was on
+            answer = self.answer_ids(example)
+            tail = answer + ([self.eos_id] if self.eos_id is not None else [])
+            if self.prefix_lm:
+                types = [0] * len(prompt) + [1] * len(tail)
+            elif processor_types is not None:
+                types = processor_types[row][keep].tolist() + [0] * len(tail)
+            else:
+                types = None
+            rows.append((prompt + tail, [IGNORE_INDEX] * len(prompt) + tail, types))
+            meta.kinds.append(example.kind)
+            meta.answer_start.append(len(prompt))
+            meta.answer_length.append(len(answer))
+        length = max(len(ids) for ids, _, _ in rows)
+        if self.max_length is not None and length > self.max_length:
+            raise ConfigError(f"max_length: a sample needs {length} tokens, more than {self.max_length}")
+        batch = len(rows)
+        input_ids = torch.full((batch, length), self.pad_id, dtype=torch.long)
+        labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((batch, length), dtype=torch.long)
+        with_types = rows[0][2] is not None
+        token_types = torch.full((batch, length), 1 if self.prefix_lm else 0, dtype=torch.long) \
+            if with_types else None
+        for row, (ids, targets, types) in enumerate(rows):
+            n = len(ids)
+            input_ids[row, :n] = torch.as_tensor(ids)
+            labels[row, :n] = torch.as_tensor(targets)
+            attention[row, :n] = 1
+            if token_types is not None:
+                token_types[row, :n] = torch.as_tensor(types)
+        inputs: dict[str, Any] = {key: value for key, value in encoded.items()
+                                  if key not in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+        inputs.update(input_ids=input_ids, attention_mask=attention, labels=labels)
+        if token_types is not None:
+            inputs["token_type_ids"] = token_types
+        return inputs, meta

@@ -1,0 +1,422 @@
+"""Robot episodes on disk: one rosbag2 MCAP bag per episode, and how it becomes training samples.
+
+Episode format (``rt2_ros.episode/1``)
+--------------------------------------
+An episode is a rosbag2 directory (``metadata.yaml`` + one ``.mcap``; see
+:mod:`rt2_ros.training.mcap_io`) holding these topics (names are the stack's
+defaults, all configurable with :class:`EpisodeTopics`):
+
+========================================  =================================  ==================
+topic                                     type                               role
+========================================  =================================  ==================
+``/camera/image_raw``                     sensor_msgs/Image (or Compressed)  observation
+``/rt2/instruction``                      std_msgs/String                    the task
+``/rt2/action``                           rt2_ros/RT2Action                  the action label
+``/servo_node/delta_twist_cmds``          geometry_msgs/TwistStamped         what the arm got
+``/gripper/command``                      std_msgs/Float64                   what the gripper got
+``/ee_pose``                          geometry_msgs/PoseStamped          end-effector pose
+========================================  =================================  ==================
+
+The outcome and provenance are in ``metadata.yaml``'s ``custom_data`` (plain
+strings, so a person can relabel an episode by editing that file):
+``rt2_ros.format``, ``rt2_ros.instruction``, ``rt2_ros.success``
+(``true`` | ``false`` | ``unknown``), ``rt2_ros.embodiment``,
+``rt2_ros.control_rate_hz``, ``rt2_ros.source`` (``sim-expert``,
+``ros-record``, ...), and optionally ``rt2_ros.seed``, ``rt2_ros.task_kind``,
+``rt2_ros.steps`` and ``rt2_ros.objects`` (the objects the task names,
+comma-separated: what a seen/unseen evaluation compares against).
+
+From episode to samples
+-----------------------
+``action_source="rt2_action"``: each RT2Action is one sample, paired with the
+camera image whose header stamp equals the action's (the stamp contract of
+DESIGN section 4).  Its bins are kept when the action's embodiment is the
+training one; otherwise its per-dim ``values`` are re-encoded.
+
+``action_source="ee_pose"`` (teleoperated demonstrations, no RT2Action): the
+camera stream is sampled at ``control_rate_hz``; the action of step k is the
+end-effector motion to step k+1 (position delta and base-frame rotation
+vector), the gripper command in force at step k+1, and, for a successful
+episode, a final ``terminate`` step.  ``auto`` picks ``rt2_action`` when the
+bag has any.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from rt2_ros.action_language import ActionLanguageError, Embodiment
+from rt2_ros.errors import ConfigError
+from rt2_ros.training import mcap_io
+from rt2_ros.training.mcap_io import BagError, BagWriter
+
+__all__ = ["EPISODE_FORMAT", "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode",
+           "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
+
+EPISODE_FORMAT = "rt2_ros.episode/1"
+ACTION_SOURCES = ("auto", "rt2_action", "ee_pose")
+OUTCOMES = {"true": True, "false": False, "unknown": None}
+_PREFIX = "rt2_ros."
+# Images kept while waiting for the action computed from them (a policy at
+# 1-5 Hz on a 30 Hz camera refers to one of the last few dozen frames).
+_IMAGE_BUFFER = 256
+
+
+@dataclass(frozen=True)
+class EpisodeTopics:
+    """Topic names of an episode bag (the stack's defaults; remap to your robot's)."""
+
+    camera: str = "/camera/image_raw"
+    instruction: str = "/rt2/instruction"
+    action: str = "/rt2/action"
+    twist: str = "/servo_node/delta_twist_cmds"
+    gripper: str = "/gripper/command"
+    ee_pose: str = "/ee_pose"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EpisodeTopics":
+        """Build from a mapping of role -> topic (unknown roles raise ConfigError)."""
+        known = [f.name for f in fields(cls)]
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"topics: unknown key {key!r} (expected one of {', '.join(known)})")
+            if not isinstance(value, str) or not value.startswith("/"):
+                raise ConfigError(f"topics.{key}: expected an absolute topic name, got {value!r}")
+        return cls(**dict(data))
+
+
+@dataclass
+class EpisodeInfo:
+    """What ``custom_data`` says about an episode (see the module doc)."""
+
+    instruction: str
+    success: bool | None = None
+    embodiment: str = ""
+    control_rate_hz: float = 0.0
+    source: str = ""
+    seed: int | None = None
+    task_kind: str = ""
+    steps: int = 0
+    objects: tuple[str, ...] = ()      # the objects the task names (simulator: object, reference)
+
+    def to_custom_data(self) -> dict[str, str]:
+        """The ``custom_data`` entries (all strings)."""
+        outcome = {True: "true", False: "false", None: "unknown"}[self.success]
+        data = {"format": EPISODE_FORMAT, "instruction": self.instruction, "success": outcome,
+                "embodiment": self.embodiment, "control_rate_hz": repr(float(self.control_rate_hz)),
+                "source": self.source, "steps": str(int(self.steps))}
+        if self.seed is not None:
+            data["seed"] = str(int(self.seed))
+        if self.task_kind:
+            data["task_kind"] = self.task_kind
+        if self.objects:
+            data["objects"] = ",".join(self.objects)
+        return {_PREFIX + key: value for key, value in data.items()}
+
+    @classmethod
+    def from_custom_data(cls, custom: Mapping[str, str], where: str) -> "EpisodeInfo":
+        """Parse ``custom_data``; missing keys take defaults, malformed ones raise BagError naming them."""
+        get = lambda key, default="": custom.get(_PREFIX + key, default)  # noqa: E731
+        fmt = get("format", EPISODE_FORMAT)
+        if fmt != EPISODE_FORMAT:
+            raise BagError(f"{where}: custom_data rt2_ros.format: expected {EPISODE_FORMAT!r}, got {fmt!r}")
+        outcome = get("success", "unknown").strip().lower()
+        if outcome not in OUTCOMES:
+            raise BagError(f"{where}: custom_data rt2_ros.success: expected true, false or unknown, "
+                           f"got {outcome!r}")
+        try:
+            rate = float(get("control_rate_hz", "0") or 0)
+            seed = int(get("seed")) if get("seed") else None
+            steps = int(get("steps", "0") or 0)
+        except ValueError as exc:
+            raise BagError(f"{where}: custom_data: {exc}") from None
+        objects = tuple(name.strip() for name in get("objects").split(",") if name.strip())
+        return cls(instruction=get("instruction"), success=OUTCOMES[outcome], embodiment=get("embodiment"),
+                   control_rate_hz=rate, source=get("source"), seed=seed, task_kind=get("task_kind"),
+                   steps=steps, objects=objects)
+
+
+@dataclass
+class EpisodeStep:
+    """One training sample of an episode.
+
+    image: HxWx3 uint8 RGB; tokens: the bins in ``embodiment``; action: the
+    decoded values by dim name; stamp_ns: the image's stamp.
+    """
+
+    image: np.ndarray
+    instruction: str
+    tokens: list[int]
+    action: dict[str, Any]
+    stamp_ns: int
+    embodiment: str
+
+
+@dataclass
+class Episode:
+    """An episode read back: its bag directory, info and samples; ``skipped`` counts actions
+    that found no image."""
+
+    path: Path
+    info: EpisodeInfo
+    steps: list[EpisodeStep] = field(default_factory=list)
+    skipped: int = 0
+
+
+class EpisodeBagWriter:
+    """Write one episode directly (the simulator's collector: no DDS, same bytes as ROS).
+
+    Call :meth:`instruction` once, :meth:`step` per control step, then
+    :meth:`close` with the outcome.
+    """
+
+    def __init__(self, path: str | Path, embodiment: Embodiment, topics: EpisodeTopics | None = None,
+                 frame_id: str = "base_link", camera_frame: str = "camera"):
+        self.topics = topics or EpisodeTopics()
+        self.embodiment = embodiment
+        self.frame_id = frame_id
+        self.camera_frame = camera_frame
+        self.steps = 0
+        self._bag = BagWriter(path)
+        t = self.topics
+        self._bag.add_topic(t.camera, mcap_io.IMAGE, mcap_io.qos(depth=1))
+        self._bag.add_topic(t.instruction, mcap_io.STRING, mcap_io.qos(transient_local=True, depth=1))
+        self._bag.add_topic(t.action, mcap_io.RT2_ACTION)
+        self._bag.add_topic(t.twist, mcap_io.TWIST_STAMPED)
+        self._bag.add_topic(t.gripper, mcap_io.FLOAT64)
+        self._bag.add_topic(t.ee_pose, mcap_io.POSE_STAMPED)
+
+    @property
+    def path(self) -> Path:
+        """The bag directory."""
+        return self._bag.path
+
+    def instruction(self, text: str, stamp_ns: int) -> None:
+        """Record the instruction message."""
+        self._bag.write(self.topics.instruction, stamp_ns, mcap_io.string_message(text))
+
+    def step(self, *, image: np.ndarray, stamp_ns: int, instruction: str, tokens: list[int],
+             action: Mapping[str, Any], control_rate_hz: float, ee_position: Iterable[float],
+             ee_quaternion: Iterable[float], backend: str = "", inference_ms: float = 0.0) -> None:
+        """Record one control step: the image, the action computed from it (same stamp), the
+        twist and gripper command it became, and the end-effector pose when the image was taken."""
+        t = self.topics
+        self._bag.write(t.camera, stamp_ns, mcap_io.image_message(image, stamp_ns, self.camera_frame))
+        self._bag.write(t.ee_pose, stamp_ns, mcap_io.pose_stamped_message(
+            list(ee_position), list(ee_quaternion), stamp_ns, self.frame_id))
+        # The action is published after the image it was computed from: 1 ns later keeps log order.
+        self._bag.write(t.action, stamp_ns + 1, mcap_io.rt2_action_message(
+            stamp_ns=stamp_ns, instruction=instruction, tokens=tokens, action=action,
+            embodiment=self.embodiment, step=self.steps, inference_ms=inference_ms, backend=backend,
+            frame_id=self.frame_id))
+        if action.get("terminate"):
+            linear = angular = (0.0, 0.0, 0.0)
+        else:
+            get = lambda name: float(action.get(name, 0.0)) * control_rate_hz  # noqa: E731
+            linear, angular = (get("x"), get("y"), get("z")), (get("roll"), get("pitch"), get("yaw"))
+        self._bag.write(t.twist, stamp_ns + 2, mcap_io.twist_stamped_message(
+            linear, angular, stamp_ns + 2, self.frame_id))
+        if "gripper" in action and not action.get("terminate"):
+            self._bag.write(t.gripper, stamp_ns + 2, mcap_io.float64_message(float(action["gripper"])))
+        self.steps += 1
+
+    def close(self, info: EpisodeInfo) -> Path:
+        """Finish the bag with ``info`` in its custom data (``info.steps`` is filled in)."""
+        info.steps = self.steps
+        self._bag.custom_data.update(info.to_custom_data())
+        return self._bag.close()
+
+    def abort(self) -> None:
+        """Stop without finishing (the directory is incomplete and should be removed)."""
+        self._bag.abort()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def find_episodes(root: str | Path) -> list[Path]:
+    """Every episode bag under ``root`` (``root`` itself if it is one), sorted by path."""
+    root = Path(root)
+    if mcap_io.is_bag(root):
+        return [root]
+    if not root.is_dir():
+        raise BagError(f"{root}: no such directory")
+    return sorted(p.parent for p in root.rglob("metadata.yaml"))
+
+
+def _tokens_for(embodiment: Embodiment, action_message: Any, where: str) -> tuple[list[int], dict[str, Any]]:
+    """Bins and decoded values of an RT2Action in ``embodiment``."""
+    recorded = [int(t) for t in np.asarray(action_message.tokens).tolist()]
+    if str(action_message.embodiment) == embodiment.name and len(recorded) == embodiment.num_tokens:
+        try:
+            return recorded, embodiment.decode(recorded)
+        except ActionLanguageError as exc:
+            raise BagError(f"{where}: {exc}") from None
+    names = list(action_message.dim_names)
+    values = np.asarray(action_message.values, dtype=float).tolist()
+    if len(names) != len(values) or not names:
+        raise BagError(f"{where}: the action of embodiment {str(action_message.embodiment)!r} has no "
+                       f"per-dim values to re-encode in embodiment {embodiment.name!r}")
+    action: dict[str, Any] = dict(zip(names, values))
+    if "terminate" in embodiment.names:
+        action["terminate"] = bool(action_message.terminate)
+    missing = [n for n in embodiment.names if n not in action]
+    if missing:
+        raise BagError(f"{where}: embodiment {embodiment.name!r} needs {', '.join(missing)}, which the "
+                       f"recorded actions (dims {', '.join(names)}) do not have")
+    try:
+        tokens = embodiment.encode({n: action[n] for n in embodiment.names})
+    except ActionLanguageError as exc:
+        raise BagError(f"{where}: {exc}") from None
+    return tokens, embodiment.decode(tokens)
+
+
+def _read_rt2_actions(path: Path, topics: EpisodeTopics, embodiment: Embodiment,
+                      info: EpisodeInfo, camera_type: str) -> Episode:
+    episode = Episode(path=path, info=info)
+    images: OrderedDict[int, Any] = OrderedDict()
+    instruction = info.instruction
+    wanted = [topics.camera, topics.instruction, topics.action]
+    for item in mcap_io.read_messages(path, wanted):
+        if item.topic == topics.camera:
+            images[mcap_io.stamp_to_ns(item.message.header.stamp)] = item.message
+            if len(images) > _IMAGE_BUFFER:
+                images.popitem(last=False)
+        elif item.topic == topics.instruction:
+            instruction = str(item.message.data)
+        else:
+            message = item.message
+            stamp = mcap_io.stamp_to_ns(message.header.stamp)
+            image = images.get(stamp)
+            if image is None:
+                episode.skipped += 1
+                continue
+            where = f"{path}: action step {int(message.step)}"
+            tokens, action = _tokens_for(embodiment, message, where)
+            episode.steps.append(EpisodeStep(image=mcap_io.image_to_rgb(image, camera_type),
+                                             instruction=str(message.instruction) or instruction,
+                                             tokens=tokens, action=action, stamp_ns=stamp,
+                                             embodiment=embodiment.name))
+    return episode
+
+
+def _pose_at(poses: list[tuple[int, np.ndarray, np.ndarray]], stamp: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The latest pose at or before ``stamp`` (poses sorted by stamp)."""
+    stamps = [p[0] for p in poses]
+    index = int(np.searchsorted(stamps, stamp, side="right")) - 1
+    if index < 0:
+        return None
+    return poses[index][1], poses[index][2]
+
+
+def _read_ee_pose(path: Path, topics: EpisodeTopics, embodiment: Embodiment, info: EpisodeInfo,
+                  control_rate_hz: float, camera_type: str) -> Episode:
+    from rt2_ros.sim.rotations import quat_error
+
+    episode = Episode(path=path, info=info)
+    frames: list[tuple[int, Any]] = []
+    poses: list[tuple[int, np.ndarray, np.ndarray]] = []
+    grips: list[tuple[int, float]] = []
+    instruction = info.instruction
+    period_ns = int(round(1e9 / control_rate_hz))
+    next_tick = None
+    for item in mcap_io.read_messages(path, [topics.camera, topics.instruction, topics.ee_pose,
+                                             topics.gripper]):
+        if item.topic == topics.camera:
+            stamp = mcap_io.stamp_to_ns(item.message.header.stamp)
+            if next_tick is None or stamp >= next_tick:
+                frames.append((stamp, item.message))
+                next_tick = stamp + period_ns - period_ns // 10  # tolerate camera jitter
+        elif item.topic == topics.instruction:
+            instruction = str(item.message.data)
+        elif item.topic == topics.ee_pose:
+            pose = item.message.pose
+            poses.append((mcap_io.stamp_to_ns(item.message.header.stamp),
+                          np.array([pose.position.x, pose.position.y, pose.position.z]),
+                          np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y,
+                                    pose.orientation.z])))
+        else:
+            data = item.message.data
+            value = float(data) if np.ndim(data) == 0 else float(np.asarray(data).reshape(-1)[0])
+            grips.append((item.timestamp, value))
+    if not poses:
+        raise BagError(f"{path}: action_source ee_pose needs {topics.ee_pose} messages, the bag has none")
+    poses.sort(key=lambda p: p[0])
+    needed = set(embodiment.names) - {"terminate"}
+    known = {"x", "y", "z", "roll", "pitch", "yaw", "gripper"}
+    if needed - known:
+        raise BagError(f"{path}: action_source ee_pose yields x, y, z, roll, pitch, yaw, gripper; "
+                       f"embodiment {embodiment.name!r} also needs {', '.join(sorted(needed - known))}")
+    grip_stamps = [g[0] for g in grips]
+    for k in range(len(frames) - 1):
+        stamp, image = frames[k]
+        now, then = _pose_at(poses, stamp), _pose_at(poses, frames[k + 1][0])
+        if now is None or then is None:
+            episode.skipped += 1
+            continue
+        rotation = quat_error(then[1], now[1])
+        g = int(np.searchsorted(grip_stamps, frames[k + 1][0], side="right")) - 1
+        values = {"x": then[0][0] - now[0][0], "y": then[0][1] - now[0][1], "z": then[0][2] - now[0][2],
+                  "roll": rotation[0], "pitch": rotation[1], "yaw": rotation[2],
+                  "gripper": grips[g][1] if g >= 0 else 0.0, "terminate": False}
+        episode.steps.append(_make_step(embodiment, image, camera_type, instruction, stamp, values, path))
+    if frames and info.success:
+        stamp, image = frames[-1]
+        g = len(grips) - 1
+        values = {"x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0, "yaw": 0.0,
+                  "gripper": grips[g][1] if g >= 0 else 0.0, "terminate": True}
+        episode.steps.append(_make_step(embodiment, image, camera_type, instruction, stamp, values, path))
+    return episode
+
+
+def _make_step(embodiment: Embodiment, image: Any, camera_type: str, instruction: str, stamp: int,
+               values: Mapping[str, Any], path: Path) -> EpisodeStep:
+    action = {name: values[name] for name in embodiment.names}
+    try:
+        tokens = embodiment.encode(action)
+    except ActionLanguageError as exc:
+        raise BagError(f"{path}: step at {stamp} ns: {exc}") from None
+    return EpisodeStep(image=mcap_io.image_to_rgb(image, camera_type), instruction=instruction,
+                       tokens=tokens, action=embodiment.decode(tokens), stamp_ns=stamp,
+                       embodiment=embodiment.name)
+
+
+def read_episode(path: str | Path, embodiment: Embodiment, *, topics: EpisodeTopics | None = None,
+                 action_source: str = "auto", control_rate_hz: float | None = None) -> Episode:
+    """Read one episode bag into samples in ``embodiment`` (see the module doc).
+
+    ``control_rate_hz`` (ee_pose only) defaults to the episode's
+    ``rt2_ros.control_rate_hz``.  Errors are :class:`BagError` naming the bag.
+    """
+    path = Path(path)
+    topics = topics or EpisodeTopics()
+    if action_source not in ACTION_SOURCES:
+        raise ConfigError(f"action_source: expected one of {', '.join(ACTION_SOURCES)}, got {action_source!r}")
+    info = EpisodeInfo.from_custom_data(mcap_io.read_custom_data(path), str(path))
+    available = mcap_io.bag_topics(path)
+    camera_type = available.get(topics.camera)
+    if camera_type not in (mcap_io.IMAGE, mcap_io.COMPRESSED_IMAGE):
+        raise BagError(f"{path}: camera topic {topics.camera!r}: expected sensor_msgs/Image or "
+                       f"CompressedImage, got {camera_type or 'no such topic'} "
+                       f"(topics: {', '.join(sorted(available))})")
+    if action_source == "auto":
+        action_source = "rt2_action" if available.get(topics.action) == mcap_io.RT2_ACTION else "ee_pose"
+    if action_source == "rt2_action":
+        if available.get(topics.action) != mcap_io.RT2_ACTION:
+            raise BagError(f"{path}: action topic {topics.action!r}: expected rt2_ros/msg/RT2Action, got "
+                           f"{available.get(topics.action) or 'no such topic'}")
+        episode = _read_rt2_actions(path, topics, embodiment, info, camera_type)
+    else:
+        rate = control_rate_hz if control_rate_hz is not None else info.control_rate_hz
+        if not rate or not math.isfinite(rate) or rate <= 0:
+            raise BagError(f"{path}: action_source ee_pose needs a control rate (the episode has no "
+                           f"rt2_ros.control_rate_hz; pass control_rate_hz)")
+        episode = _read_ee_pose(path, topics, embodiment, info, float(rate), camera_type)
+    if not info.instruction and episode.steps:
+        info.instruction = episode.steps[0].instruction
+    return episode

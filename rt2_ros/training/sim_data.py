@@ -1,0 +1,350 @@
+"""Training data from the simulator: expert episodes and grounded VQA, written to disk.
+
+``collect(out_dir, CollectConfig(episodes=N, seed=S))`` writes::
+
+    out_dir/
+      episodes/episode_000000/   one rosbag2 MCAP bag per episode (format: rt2_ros.training.episodes),
+      ...                        written directly from the simulator (no DDS), success in custom_data
+      vqa/vqa.jsonl              grounded questions and answers (format: rt2_ros.training.vqa_data)
+      vqa/images/*.png           the images they are about
+      collect.json               the configuration and counts (episodes, successes, VQA items, seconds)
+
+Episodes: scene seeds ``S, S+1, ...``; each gets a task (``task`` kind or
+``random``) solved by the privileged scripted expert
+(:class:`~rt2_ros.sim.expert.ExpertPolicy`) at ``control_rate_hz``; every
+step records the head camera image, the action (on the embodiment's bins),
+the twist and gripper command it became and the end-effector pose.  Seeds
+whose task involves an object matched by ``exclude_objects`` (a colour, a
+shape or a full name such as ``"purple sphere"``) give no episode — but their
+scenes still give VQA, which is how a seen/unseen experiment keeps an object
+out of the robot data while the VLM side still sees it.
+
+VQA (the "web data" of RT-2's co-fine-tuning, here about the simulator's own
+scenes): the first frame of each scene gets ``questions_per_scene``
+questions drawn from templates answered from the true scene (colours,
+shapes, counts, left/right relations in the image, nearest object,
+existence, a caption), and one frame in the middle of each episode gets
+"what is the gripper holding?".  Left and right are image left and right
+(objects are projected with the camera's intrinsics).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from rt2_ros.action_language import load_embodiment
+from rt2_ros.errors import ConfigError, PolicyError
+from rt2_ros.training.episodes import EpisodeBagWriter, EpisodeInfo
+from rt2_ros.training.vqa_data import write_vqa_jsonl
+from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
+
+__all__ = ["CollectConfig", "collect", "scene_questions", "CAPTION_QUESTION", "HOLDING_QUESTION",
+           "QUESTION_KINDS", "vocabulary_words"]
+
+CAPTION_QUESTION = "describe the image"
+HOLDING_QUESTION = "what is the gripper holding?"
+QUESTION_KINDS = ("count", "color_of_shape", "shape_of_color", "left_of", "right_of", "closest",
+                  "exists", "leftmost", "rightmost", "side", "caption", "count_shape")
+# Objects this close to the image centre (fraction of the width) are neither left nor right.
+_CENTRE_BAND = 0.08
+_PLURAL = {"cube": "cubes", "cylinder": "cylinders", "sphere": "spheres"}
+
+
+def vocabulary_words() -> list[str]:
+    """Every word the simulator's instructions, questions and answers can use (for tokenizers)."""
+    from rt2_ros.sim.scene import COLORS, SHAPES
+    from rt2_ros.sim.tasks import DIRECTIONS, load_task_library
+
+    library = load_task_library()
+    templates = [t for kind in library.kinds.values() for t in kind.templates]
+    fixed = [CAPTION_QUESTION, HOLDING_QUESTION, "how many objects are on the table?",
+             "what color is the object left of the ?", "what color is the object right of the ?",
+             "what shape is the object?", "which object is closest to the ?", "is there a on the table?",
+             "what is the leftmost object?", "what is the rightmost object?",
+             "is the on the left or the right?", "how many are on the table?", "yes no nothing the a an and",
+             " ".join(_PLURAL.values())]
+    words: list[str] = []
+    for text in [*templates, *fixed, *COLORS, *SHAPES, *DIRECTIONS]:
+        words.extend(text.replace("{", " ").replace("}", " ").replace("?", " ? ").split())
+    return list(dict.fromkeys(words))
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What ``rt2-ros collect`` generates (validated; see the module doc)."""
+
+    episodes: int
+    seed: int = 0
+    image_size: int = 96
+    shadows: bool = False
+    control_rate_hz: float = 5.0
+    max_steps: int = 80
+    embodiment: str = "rt2_arm"
+    task: str = "random"
+    vqa_scenes: int = -1                 # -1: one per episode seed
+    questions_per_scene: int = 6
+    exclude_objects: tuple[str, ...] = field(default_factory=tuple)
+    camera: str = "head"
+
+    def __post_init__(self) -> None:
+        expect_int("episodes", self.episodes, low=0, high=1_000_000)
+        expect_int("seed", self.seed, low=0)
+        expect_int("image_size", self.image_size, low=16, high=1024)
+        expect_bool("shadows", self.shadows)
+        expect_number("control_rate_hz", self.control_rate_hz, low=0.5, high=100.0)
+        expect_int("max_steps", self.max_steps, low=1, high=10_000)
+        expect_str("embodiment", self.embodiment, allow_empty=False)
+        expect_str("task", self.task, allow_empty=False)
+        expect_int("vqa_scenes", self.vqa_scenes, low=-1)
+        expect_int("questions_per_scene", self.questions_per_scene, low=0, high=len(QUESTION_KINDS))
+        expect_str("camera", self.camera, choices=("head", "wrist"))
+        if not isinstance(self.exclude_objects, tuple):
+            object.__setattr__(self, "exclude_objects", tuple(self.exclude_objects))
+        for i, term in enumerate(self.exclude_objects):
+            expect_str(f"exclude_objects[{i}]", term, allow_empty=False)
+        if self.episodes == 0 and self.vqa_scenes <= 0:
+            raise ConfigError("episodes: expected at least one episode or vqa_scenes > 0, got 0 and "
+                              f"{self.vqa_scenes}")
+
+
+# ----------------------------------------------------------------------------- VQA
+
+
+@dataclass(frozen=True)
+class _Seen:
+    name: str
+    color: str
+    shape: str
+    u: float            # pixel column of the object's centre
+    xy: tuple[float, float]
+
+
+def _project_u(sim: Any, camera: str, points: np.ndarray, width: int) -> np.ndarray:
+    """Pixel columns of base-frame ``points`` (N, 3) in ``camera`` (MuJoCo camera: looks along -z)."""
+    pose = sim.camera_pose(camera)
+    w, x, y, z = pose.quaternion
+    rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    in_camera = (points - pose.position) @ rotation
+    fx, _, cx, _ = sim.camera_intrinsics(camera, (width, width))
+    return cx + fx * in_camera[:, 0] / -in_camera[:, 2]
+
+
+def _seen_objects(sim: Any, camera: str, width: int) -> list[_Seen]:
+    poses = sim.object_poses()
+    specs = sim.scene.objects
+    points = np.array([poses[o.name].position for o in specs])
+    columns = _project_u(sim, camera, points, width)
+    return [_Seen(o.name, o.color, o.shape, float(u), (float(p[0]), float(p[1])))
+            for o, u, p in zip(specs, columns, points)]
+
+
+def _with_article(name: str) -> str:
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _article_list(names: list[str]) -> str:
+    return " and ".join(_with_article(name) for name in names)
+
+
+def scene_questions(objects: list[_Seen], width: int, rng: np.random.Generator, count: int,
+                    all_colors: list[str], all_shapes: list[str]) -> list[tuple[str, str, str]]:
+    """Up to ``count`` (kind, question, answer) triples about a scene, kinds drawn without repetition."""
+    by_u = sorted(objects, key=lambda o: o.u)
+    candidates: dict[str, list[tuple[str, str]]] = {kind: [] for kind in QUESTION_KINDS}
+    candidates["count"].append(("how many objects are on the table?", str(len(objects))))
+    candidates["caption"].append((CAPTION_QUESTION, _article_list([o.name for o in by_u]) + " on the table"))
+    candidates["leftmost"].append(("what is the leftmost object?", f"the {by_u[0].name}"))
+    candidates["rightmost"].append(("what is the rightmost object?", f"the {by_u[-1].name}"))
+    for shape in all_shapes:
+        same = [o for o in objects if o.shape == shape]
+        candidates["count_shape"].append((f"how many {_PLURAL.get(shape, shape + 's')} are on the table?",
+                                          str(len(same))))
+        if len(same) == 1:
+            candidates["color_of_shape"].append((f"what color is the {shape}?", same[0].color))
+    for obj in objects:
+        candidates["shape_of_color"].append((f"what shape is the {obj.color} object?", obj.shape))
+        left = [o for o in by_u if o.u < obj.u]
+        right = [o for o in by_u if o.u > obj.u]
+        if left:
+            candidates["left_of"].append((f"what color is the object left of the {obj.name}?", left[-1].color))
+        if right:
+            candidates["right_of"].append((f"what color is the object right of the {obj.name}?",
+                                           right[0].color))
+        others = [o for o in objects if o is not obj]
+        if others:
+            distances = [math.dist(obj.xy, o.xy) for o in others]
+            order = np.argsort(distances)
+            # Skip near-ties: the answer must be clear from the image.
+            if len(order) == 1 or distances[order[1]] - distances[order[0]] > 0.03:
+                candidates["closest"].append((f"which object is closest to the {obj.name}?",
+                                              f"the {others[int(order[0])].name}"))
+        offset = obj.u - (width - 1) / 2
+        if abs(offset) > _CENTRE_BAND * width:
+            candidates["side"].append((f"is the {obj.name} on the left or the right?",
+                                       "left" if offset < 0 else "right"))
+    present = {o.name for o in objects}
+    absent = [f"{c} {s}" for c in all_colors for s in all_shapes if f"{c} {s}" not in present]
+    if absent:
+        name = absent[int(rng.integers(len(absent)))]
+        candidates["exists"].append((f"is there {_with_article(name)} on the table?", "no"))
+    name = sorted(present)[int(rng.integers(len(present)))]
+    candidates["exists"].append((f"is there {_with_article(name)} on the table?", "yes"))
+    kinds = [k for k in QUESTION_KINDS if candidates[k]]
+    chosen = rng.choice(len(kinds), size=min(count, len(kinds)), replace=False)
+    triples = []
+    for index in sorted(int(i) for i in chosen):
+        kind = kinds[index]
+        question, answer = candidates[kind][int(rng.integers(len(candidates[kind])))]
+        triples.append((kind, question, answer))
+    return triples
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+def _excluded(task: Any, terms: tuple[str, ...]) -> bool:
+    for name in (task.object, task.reference):
+        if name is None:
+            continue
+        color, shape = name.split(" ", 1)
+        if any(term in (name, color, shape) for term in terms):
+            return True
+    return False
+
+
+def _save_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path, optimize=False, compress_level=1)
+
+
+def collect(out_dir: str | Path, config: CollectConfig,
+            progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, Any]:
+    """Generate ``config.episodes`` expert episodes and the grounded VQA into ``out_dir``.
+
+    Deterministic for a given config.  Refuses an ``out_dir`` that already
+    holds episodes or VQA (ConfigError).  Returns the summary also written to
+    ``collect.json``.  ``progress`` is called after every scene with the counts so far.
+    """
+    from rt2_ros.sim.expert import ExpertPolicy
+    from rt2_ros.sim.scene import COLORS, SHAPES
+    from rt2_ros.sim.tabletop import SimConfig, TabletopSim
+    from rt2_ros.sim.tasks import TaskInfeasible
+
+    out = Path(out_dir)
+    episodes_dir, vqa_dir = out / "episodes", out / "vqa"
+    for existing in (episodes_dir, vqa_dir):
+        if existing.exists() and any(existing.iterdir()):
+            raise ConfigError(f"out: {existing} already has data; collect into a new directory")
+    embodiment = load_embodiment(config.embodiment)
+    (vqa_dir / "images").mkdir(parents=True, exist_ok=True)
+    episodes_dir.mkdir(parents=True, exist_ok=True)
+    size = config.image_size
+    sim = TabletopSim(config.seed, task=None,
+                      config=SimConfig(image_size=(size, size), shadows=config.shadows))
+    expert = ExpertPolicy(sim, embodiment)
+    vqa_scenes = config.episodes if config.vqa_scenes < 0 else config.vqa_scenes
+    records: list[dict[str, Any]] = []
+    counts = {"episodes": 0, "successes": 0, "excluded_seeds": 0, "infeasible_seeds": 0,
+              "expert_errors": 0, "steps": 0, "vqa_scenes": 0, "vqa_items": 0}
+    started = time.perf_counter()
+    seed = config.seed
+    # Exclusions can skip many seeds; a bound keeps a typo from looping for ever.
+    max_seeds = 20 * max(config.episodes, vqa_scenes) + 100
+    while counts["episodes"] < config.episodes or counts["vqa_scenes"] < vqa_scenes:
+        if seed - config.seed >= max_seeds:
+            raise ConfigError(f"exclude_objects: {', '.join(config.exclude_objects)} excludes almost every "
+                              f"task; only {counts['episodes']} episodes in {max_seeds} seeds")
+        want_episode = counts["episodes"] < config.episodes
+        try:
+            task = sim.reset(seed, task=config.task if want_episode else None)
+        except TaskInfeasible:
+            counts["infeasible_seeds"] += 1
+            task = sim.reset(seed, task=None)
+        rng = np.random.default_rng([config.seed, seed])
+        first = sim.render(config.camera)
+        if counts["vqa_scenes"] < vqa_scenes:
+            image_name = f"images/scene_{seed:06d}.png"
+            _save_png(vqa_dir / image_name, first)
+            seen = _seen_objects(sim, config.camera, size)
+            for kind, question, answer in scene_questions(seen, size, rng, config.questions_per_scene,
+                                                          list(COLORS), list(SHAPES)):
+                records.append({"image": image_name, "question": question, "answer": answer,
+                                "kind": kind, "seed": seed})
+            counts["vqa_scenes"] += 1
+        if want_episode and task is not None:
+            if _excluded(task, config.exclude_objects):
+                counts["excluded_seeds"] += 1
+            else:
+                records.extend(_run_episode(sim, expert, embodiment, config, seed, counts, first, rng,
+                                            episodes_dir / f"episode_{counts['episodes']:06d}", vqa_dir))
+                counts["episodes"] += 1
+        seed += 1
+        if progress is not None:
+            progress(dict(counts))
+    sim.close()
+    counts["vqa_items"] = write_vqa_jsonl(vqa_dir / "vqa.jsonl", records)
+    summary = {"config": asdict(config), **counts, "seeds_used": [config.seed, seed - 1],
+               "seconds": round(time.perf_counter() - started, 1)}
+    (out / "collect.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
+
+
+def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, seed: int,
+                 counts: dict[str, int], first: np.ndarray, rng: np.random.Generator, path: Path,
+                 vqa_dir: Path) -> list[dict[str, Any]]:
+    """One expert episode into a bag; returns its "what is the gripper holding" VQA records."""
+    rate = config.control_rate_hz
+    text = sim.task.instruction
+    writer = EpisodeBagWriter(path, embodiment)
+    base_ns = 1_000_000_000  # stamps are simulated time + 1 s (rosbag2 dislikes time 0)
+    writer.instruction(text, base_ns)
+    expert.reset()
+    frames: list[tuple[np.ndarray, str | None]] = []
+    image = first
+    error = False
+    for step in range(config.max_steps):
+        if step:
+            image = sim.render(config.camera)
+        stamp = base_ns + int(round(sim.sim_time * 1e9))
+        pose = sim.ee_pose()
+        try:
+            output = expert.act(image, text)
+        except PolicyError:
+            error = True  # the expert gave up (e.g. repeated failed grasps): a failed episode
+            break
+        frames.append((image, sim.gripper_state().grasped))
+        writer.step(image=image, stamp_ns=stamp, instruction=text, tokens=output.tokens,
+                    action=output.action, control_rate_hz=rate, ee_position=pose.position,
+                    ee_quaternion=pose.quaternion, backend="expert",
+                    inference_ms=output.timings.get("total", 0.0))
+        sim.apply_action(output.action, rate)
+        if output.action.get("terminate"):
+            break
+    success = bool(sim.success()) and not error
+    counts["expert_errors"] += int(error)
+    counts["successes"] += int(success)
+    counts["steps"] += writer.steps
+    writer.close(EpisodeInfo(instruction=text, success=success, embodiment=embodiment.name,
+                             control_rate_hz=rate, source="sim-expert", seed=seed, task_kind=sim.task.kind,
+                             objects=tuple(n for n in (sim.task.object, sim.task.reference) if n)))
+    records = []
+    holding = [i for i, (_, held) in enumerate(frames) if held]
+    empty = [i for i, (_, held) in enumerate(frames) if not held and i > 0]
+    for pool in (holding, empty):
+        if pool:
+            index = pool[int(rng.integers(len(pool)))]
+            image, held = frames[index]
+            name = f"images/episode_{seed:06d}_{index:03d}.png"
+            _save_png(vqa_dir / name, image)
+            records.append({"image": name, "question": HOLDING_QUESTION,
+                            "answer": f"the {held}" if held else "nothing", "kind": "holding", "seed": seed})
+    return records

@@ -1,0 +1,135 @@
+"""Training inputs: labels cover exactly the answer tokens, token types, and the policy's own prompt ids."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
+from rt2_ros.policy.transformers_backend import TransformersPolicy
+from rt2_ros.training.collate import IGNORE_INDEX, Example, MixtureDataset, Rt2Collator
+from rt2_ros.training.samples import SampleSet
+
+
+@pytest.fixture(scope="module")
+def paligemma(tiny_paligemma_dir):
+    return TransformersPolicy.from_pretrained(tiny_paligemma_dir, dtype="float32", device="cpu", warmup=False)
+
+
+@pytest.fixture(scope="module")
+def bpe_llava(tiny_bpe_vlm_dir):
+    return TransformersPolicy.from_pretrained(tiny_bpe_vlm_dir, dtype="float32", device="cpu", warmup=False)
+
+
+def examples():
+    rng = np.random.default_rng(0)
+    image = lambda h, w: rng.integers(0, 256, (h, w, 3), dtype=np.uint8)  # noqa: E731
+    return [Example("robot", image(40, 40), "pick up the red block", tokens=[0, 128, 91, 241, 5, 101, 127, 200]),
+            Example("vqa", image(32, 48), "how many blocks are on the table?", answer="two"),
+            Example("robot", image(20, 30), "move the green can near the sink and then put it in the bowl",
+                    tokens=[1, 0, 255, 3, 4, 5, 6, 7])]
+
+
+def check_batch(policy, collator, batch, meta, exs):
+    tokenizer = policy.tokenizer
+    eos = tokenizer.eos_token_id
+    for row, example in enumerate(exs):
+        ids, labels, mask = batch["input_ids"][row], batch["labels"][row], batch["attention_mask"][row]
+        # The prompt part is exactly what the policy feeds the model at inference.
+        text = policy.prompt_text(example.text) if example.kind == "robot" else policy.image_token + example.text
+        expected_prompt = policy._encode([example.image], [text])["input_ids"][0].tolist()
+        start = meta.answer_start[row]
+        assert ids[:start].tolist() == expected_prompt
+        if example.kind == "robot":
+            answer = answer_token_ids(tokenizer, policy.scheme, example.tokens)
+            assert policy.scheme.bins_for_ids(answer) == example.tokens
+        else:
+            answer = encode_text(tokenizer, example.answer)
+        target = answer + [eos]
+        length = start + len(target)
+        assert meta.answer_length[row] == len(answer)
+        assert ids[start:length].tolist() == target
+        # Labels: the answer (and eos) where it is, -100 on the prompt and the padding.
+        assert labels[start:length].tolist() == target
+        assert (labels[:start] == IGNORE_INDEX).all() and (labels[length:] == IGNORE_INDEX).all()
+        assert int((labels != IGNORE_INDEX).sum()) == len(target)
+        assert mask[:length].all() and not mask[length:].any()
+
+
+def test_paligemma_labels_and_prefix_lm_token_types(paligemma):
+    collator = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True)
+    exs = examples()
+    batch, meta = collator.collate_with_meta(exs)
+    check_batch(paligemma, collator, batch, meta, exs)
+    types = batch["token_type_ids"]
+    for row in range(len(exs)):
+        start = meta.answer_start[row]
+        assert (types[row, :start] == 0).all(), "the prompt (image + text) is the bidirectional prefix"
+        assert (types[row, start:] == 1).all(), "answer and padding are the causal suffix"
+    assert batch["pixel_values"].shape[0] == len(exs)
+    assert meta.kinds == ["robot", "vqa", "robot"]
+
+
+def test_prefix_lm_mask_keeps_labels_out_of_the_prompt(paligemma):
+    """Changing the answer tokens changes nothing the model computes at prompt positions."""
+    collator = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True)
+    first = examples()[0]
+    other = Example("robot", first.image, first.text, tokens=[1, 5, 5, 5, 5, 5, 5, 5])
+    a, meta = collator.collate_with_meta([first])
+    b, _ = collator.collate_with_meta([other])
+    start = meta.answer_start[0]
+    with torch.no_grad():
+        la = paligemma.model(**{k: v for k, v in a.items() if k != "labels"}).logits[0, :start]
+        lb = paligemma.model(**{k: v for k, v in b.items() if k != "labels"}).logits[0, :start]
+    assert torch.allclose(la, lb, atol=1e-5)
+    # The check has teeth: marking the answer as prefix (type 0) lets the prompt see it.
+    leaky_a = {k: v for k, v in a.items() if k != "labels"}
+    leaky_b = {k: v for k, v in b.items() if k != "labels"}
+    leaky_a["token_type_ids"] = torch.zeros_like(a["token_type_ids"])
+    leaky_b["token_type_ids"] = torch.zeros_like(b["token_type_ids"])
+    with torch.no_grad():
+        assert not torch.allclose(paligemma.model(**leaky_a).logits[0, :start],
+                                  paligemma.model(**leaky_b).logits[0, :start], atol=1e-5)
+
+
+def test_least_frequent_scheme_on_bpe_llava(bpe_llava):
+    assert bpe_llava.scheme.name == "least_frequent"
+    collator = Rt2Collator(bpe_llava.processor, bpe_llava.scheme, prefix_lm=False)
+    exs = examples()
+    batch, meta = collator.collate_with_meta(exs)
+    check_batch(bpe_llava, collator, batch, meta, exs)
+    assert "token_type_ids" not in batch  # LLaVA has no prefix-LM token types
+    start = meta.answer_start[0]
+    assert bpe_llava.scheme.bins_for_ids(batch["labels"][0, start:start + 8].tolist()) == exs[0].tokens
+
+
+def test_loss_is_the_answer_tokens_cross_entropy(paligemma):
+    collator = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True)
+    batch = collator(examples()[:1])
+    with torch.no_grad():
+        out = paligemma.model(**batch)
+    labels = batch["labels"][0]
+    positions = (labels != IGNORE_INDEX).nonzero().flatten()
+    manual = torch.nn.functional.cross_entropy(out.logits[0, positions - 1], labels[positions])
+    assert torch.allclose(out.loss, manual, atol=1e-5)
+
+
+def test_dataset_reencodes_actions_in_another_embodiment():
+    from rt2_ros.action_language import load_embodiment
+    from rt2_ros.training.checkpoint import fit_embodiment
+
+    arm = load_embodiment("rt2_arm")
+    records = []
+    for k in range(3):
+        tokens = [0, 100 + k, 128, 128, 127, 127, 127, 255]
+        records.append((np.zeros((8, 8, 3), np.uint8),
+                        {"episode": "e", "step": k, "instruction": "pick up the red block", "tokens": tokens,
+                         "action": arm.decode(tokens), "success": True}))
+    robot = SampleSet.from_samples("robot", records)
+    stats = {"q01": [0, -0.02, -0.01, -0.01, -0.1, -0.1, -0.1, 0.0], "q99": [1, 0.02, 0.01, 0.01, 0.1, 0.1, 0.1, 1.0]}
+    fitted = fit_embodiment(arm, stats, "q01q99")
+    same = MixtureDataset(robot, None, arm, arm)
+    refit = MixtureDataset(robot, None, fitted, arm)
+    assert same[1].tokens == records[1][1]["tokens"]
+    assert refit[1].tokens == fitted.encode(records[1][1]["action"])
+    assert refit[1].tokens != same[1].tokens

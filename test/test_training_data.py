@@ -1,0 +1,273 @@
+"""Training data paths: simulator episodes + grounded VQA, MCAP episode bags, sample caches, VQA files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rt2_ros.action_language import load_embodiment
+from rt2_ros.cli import main
+from rt2_ros.training import mcap_io
+from rt2_ros.training.episodes import EpisodeBagWriter, EpisodeInfo, EpisodeTopics, find_episodes, read_episode
+from rt2_ros.training.samples import robot_samples, vqa_samples
+from rt2_ros.training.vqa_data import VqaError, read_vqa_jsonl
+
+ARM = load_embodiment("rt2_arm")
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    out = tmp_path_factory.mktemp("collect") / "data"
+    code = main(["collect", "--episodes", "2", "--seed", "11", "--out", str(out), "--image-size", "48",
+                 "--max-steps", "60", "--vqa-scenes", "3", "--questions-per-scene", "12"])
+    assert code == 0
+    return out
+
+
+def test_collect_writes_successful_expert_episodes(collected):
+    summary = json.loads((collected / "collect.json").read_text())
+    assert summary["episodes"] == 2 and summary["vqa_scenes"] == 3
+    bags = find_episodes(collected)
+    assert len(bags) == 2
+    for bag in bags:
+        episode = read_episode(bag, ARM)
+        info = episode.info
+        assert info.source == "sim-expert" and info.embodiment == "rt2_arm" and info.control_rate_hz == 5.0
+        assert info.success is True, "the expert solves these seeds"
+        assert info.objects and all(name in info.instruction for name in info.objects)
+        assert len(episode.steps) == info.steps > 3 and episode.skipped == 0
+        for step in episode.steps:
+            assert ARM.validate_tokens(step.tokens) == step.tokens
+            assert step.image.shape == (48, 48, 3) and step.image.dtype == np.uint8
+            assert step.instruction == info.instruction
+        assert [s.tokens[0] for s in episode.steps][-1] == 1, "the last action terminates"
+        assert all(s.tokens[0] == 0 for s in episode.steps[:-1])
+        topics = mcap_io.bag_topics(bag)
+        assert topics == {"/camera/image_raw": mcap_io.IMAGE, "/rt2/instruction": mcap_io.STRING,
+                          "/rt2/action": mcap_io.RT2_ACTION, "/servo_node/delta_twist_cmds": mcap_io.TWIST_STAMPED,
+                          "/gripper/command": mcap_io.FLOAT64, "/ee_pose": mcap_io.POSE_STAMPED}
+
+
+def _camera_depth_ratio(position):
+    # Head camera at x = 0.02 looking along +x: image left is +y, scaled by depth.
+    return position[1] / (position[0] - 0.02)
+
+
+def test_grounded_vqa_answers_match_the_scene(collected):
+    from rt2_ros.sim.scene import generate_scene
+
+    items = read_vqa_jsonl(collected / "vqa" / "vqa.jsonl")
+    records = [json.loads(line) for line in (collected / "vqa" / "vqa.jsonl").read_text().splitlines()]
+    assert len(items) == len(records) >= 3 * 6
+    kinds = {r["kind"] for r in records}
+    assert {"count", "caption", "holding"} <= kinds
+    checked = 0
+    for record in records:
+        image = items[records.index(record)].load()
+        assert image.shape == (48, 48, 3)
+        if record["kind"] == "holding":
+            assert record["answer"] == "nothing" or record["answer"].startswith("the ")
+            continue
+        scene = generate_scene(record["seed"])
+        names = scene.names
+        question, answer = record["question"], record["answer"]
+        if record["kind"] == "count":
+            assert answer == str(len(names))
+        elif record["kind"] == "exists":
+            name = question.removeprefix("is there a ").removeprefix("n ").removesuffix(" on the table?")
+            assert answer == ("yes" if name in names else "no")
+        elif record["kind"] == "shape_of_color":
+            color = question.split()[4]
+            assert f"{color} {answer}" in names
+        elif record["kind"] == "leftmost":
+            leftmost = max(scene.objects, key=lambda o: _camera_depth_ratio(o.position))
+            assert answer == f"the {leftmost.name}"
+        elif record["kind"] == "side":
+            name = question.removeprefix("is the ").removesuffix(" on the left or the right?")
+            y = scene.object(name).position[1]
+            assert answer == ("left" if y > 0 else "right")
+        elif record["kind"] == "caption":
+            assert all(name in answer for name in names)
+        else:
+            continue
+        checked += 1
+    assert checked >= 6
+
+
+def test_exclude_objects_keeps_them_out_of_episodes_not_vqa(tmp_path):
+    from rt2_ros.training.sim_data import CollectConfig, collect
+
+    summary = collect(tmp_path / "d", CollectConfig(episodes=1, seed=0, image_size=32, max_steps=1,
+                                                    exclude_objects=("red", "blue", "green")))
+    assert summary["excluded_seeds"] >= 1
+    info = read_episode(find_episodes(tmp_path / "d")[0], ARM).info
+    assert not any(c in info.instruction for c in ("red", "blue", "green"))
+    assert info.success is False, "one step is not enough: the episode is kept and marked failed"
+    vqa = (tmp_path / "d" / "vqa" / "vqa.jsonl").read_text()
+    assert any(c in vqa for c in ("red", "blue", "green"))
+
+
+def test_collect_refuses_a_directory_with_data(collected, capsys):
+    code = main(["collect", "--episodes", "1", "--out", str(collected)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "already has data" in err[0]
+
+
+def write_synthetic_episode(path, steps=4, success=True, seed=0):
+    rng = np.random.default_rng(seed)
+    writer = EpisodeBagWriter(path, ARM)
+    writer.instruction("pick up the red cube", 10)
+    images, tokens = [], []
+    for k in range(steps):
+        image = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        bins = [int(k == steps - 1)] + [int(v) for v in rng.integers(0, 256, 7)]
+        writer.step(image=image, stamp_ns=1_000 + k * 200_000_000, instruction="pick up the red cube",
+                    tokens=bins, action=ARM.decode(bins), control_rate_hz=5.0, ee_position=[0.4, 0.0, 0.2],
+                    ee_quaternion=[1, 0, 0, 0])
+        images.append(image)
+        tokens.append(bins)
+    writer.close(EpisodeInfo("pick up the red cube", success=success, embodiment="rt2_arm", control_rate_hz=5.0,
+                             source="test"))
+    return images, tokens
+
+
+def test_episode_bag_round_trip_and_an_independent_mcap_reader(tmp_path):
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    images, tokens = write_synthetic_episode(tmp_path / "ep")
+    episode = read_episode(tmp_path / "ep", ARM)
+    assert [s.tokens for s in episode.steps] == tokens
+    assert all(np.array_equal(s.image, i) for s, i in zip(episode.steps, images))
+    assert episode.info.success is True and episode.info.steps == 4
+    # The mcap package's own ROS 2 decoder reads the file: schemas and CDR are standard.
+    mcap_file = next((tmp_path / "ep").glob("*.mcap"))
+    with mcap_file.open("rb") as stream:
+        reader = make_reader(stream, decoder_factories=[DecoderFactory()])
+        assert reader.get_header().profile == "ros2"
+        actions = [m for _, channel, _, m in reader.iter_decoded_messages(topics=["/rt2/action"])]
+    assert [list(a.tokens) for a in actions] == tokens
+    assert actions[0].embodiment == "rt2_arm" and list(actions[0].dim_names) == ARM.names
+
+
+def test_actions_without_their_image_are_counted_not_guessed(tmp_path):
+    writer = mcap_io.BagWriter(tmp_path / "ep")
+    topics = EpisodeTopics()
+    writer.add_topic(topics.camera, mcap_io.IMAGE)
+    writer.add_topic(topics.action, mcap_io.RT2_ACTION)
+    image = np.zeros((8, 8, 3), np.uint8)
+    writer.write(topics.camera, 100, mcap_io.image_message(image, 100))
+    bins = [0, 1, 2, 3, 4, 5, 6, 7]
+    for stamp in (100, 555):  # the second action names an image the bag does not have
+        writer.write(topics.action, stamp + 1, mcap_io.rt2_action_message(
+            stamp_ns=stamp, instruction="lift the cube", tokens=bins, action=ARM.decode(bins), embodiment=ARM,
+            step=0))
+    writer.custom_data.update(EpisodeInfo("lift the cube", success=True).to_custom_data())
+    writer.close()
+    episode = read_episode(tmp_path / "ep", ARM)
+    assert len(episode.steps) == 1 and episode.skipped == 1
+
+
+def test_ee_pose_actions_from_a_teleoperated_episode(tmp_path):
+    from rt2_ros.sim.rotations import rpy_to_quat
+
+    writer = mcap_io.BagWriter(tmp_path / "ep")
+    topics = EpisodeTopics()
+    for topic, msgtype in ((topics.camera, mcap_io.IMAGE), (topics.ee_pose, mcap_io.POSE_STAMPED),
+                           (topics.gripper, mcap_io.FLOAT64), (topics.instruction, mcap_io.STRING)):
+        writer.add_topic(topic, msgtype)
+    writer.write(topics.instruction, 1, mcap_io.string_message("push the cube to the left"))
+    frame_ns = 1_000_000_000 // 15  # a 15 Hz camera, 5 Hz control: every third frame is a step
+    for k in range(10):
+        stamp = 10 + k * frame_ns
+        writer.write(topics.camera, stamp, mcap_io.image_message(np.full((8, 8, 3), k, np.uint8), stamp))
+        writer.write(topics.ee_pose, stamp, mcap_io.pose_stamped_message(
+            [0.4 + 0.01 * k, 0.0, 0.2], rpy_to_quat(0.0, 0.0, 0.02 * k), stamp))
+        if k == 4:
+            writer.write(topics.gripper, stamp, mcap_io.float64_message(1.0))
+    writer.custom_data.update(EpisodeInfo("push the cube to the left", success=True, control_rate_hz=5.0)
+                              .to_custom_data())
+    writer.close()
+    episode = read_episode(tmp_path / "ep", ARM)  # auto: no RT2Action -> ee_pose
+    frames = [int(s.image[0, 0, 0]) for s in episode.steps]
+    assert frames == [0, 3, 6, 9], "steps sampled at the control rate, plus the final terminate"
+    expected = [ARM.encode({"terminate": False, "x": 0.03, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
+                            "yaw": 0.06, "gripper": g}) for g in (0.0, 1.0, 1.0)]
+    assert [s.tokens for s in episode.steps[:3]] == expected
+    assert episode.steps[-1].tokens[0] == 1 and episode.steps[-1].action["gripper"] == 1.0
+    assert episode.steps[0].instruction == "push the cube to the left"
+
+
+def test_robot_sample_cache_is_built_once_and_filters_outcomes(tmp_path):
+    write_synthetic_episode(tmp_path / "eps" / "a", steps=3, seed=1)
+    write_synthetic_episode(tmp_path / "eps" / "b", steps=2, success=False, seed=2)
+    samples, summary = robot_samples([tmp_path / "eps"], ARM, image_size=16)
+    assert summary["used"] == 1 and summary["excluded_by_outcome"] == 1 and len(samples) == 3
+    assert samples.image(0).shape == (16, 21, 3), "shorter side shrunk to 16, aspect kept"
+    again, _ = robot_samples([tmp_path / "eps"], ARM, image_size=16)
+    assert again.path == samples.path and again.records == samples.records
+    assert np.array_equal(np.asarray(again.image(2)), np.asarray(samples.image(2)))
+    everything, summary = robot_samples([tmp_path / "eps"], ARM, image_size=16, outcomes="all")
+    assert len(everything) == 5 and everything.path != samples.path
+    assert {r["episode"] for r in everything.records} == {"a", "b"}
+    from rt2_ros.errors import ConfigError
+
+    for _ in range(2):  # the second time from the (empty) cache: still refused
+        with pytest.raises(ConfigError, match=r"no training samples: 1 episodes, 1 excluded by outcomes='success'"):
+            robot_samples([tmp_path / "eps" / "b"], ARM, image_size=16)
+
+
+def test_vqa_jsonl_errors_name_the_line_and_key(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    good = {"image": "a.png", "question": "what color?", "answer": "black"}
+    path = tmp_path / "vqa.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"image": "a.png", "question": "q"}) + "\n")
+    with pytest.raises(VqaError, match=r"vqa.jsonl:2: missing key 'answer'"):
+        read_vqa_jsonl(path)
+    path.write_text(json.dumps({**good, "image": "missing.png"}) + "\n")
+    with pytest.raises(VqaError, match=r"vqa.jsonl:1: image: no such file"):
+        read_vqa_jsonl(path)
+    path.write_text(json.dumps({**good, "answer": ""}) + "\n")
+    with pytest.raises(VqaError, match=r"vqa.jsonl:1: answer: expected a non-empty string"):
+        read_vqa_jsonl(path)
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "question": "and  now?"}) + "\n")
+    samples = vqa_samples([path], image_size=8)
+    assert [r["question"] for r in samples.records] == ["what color?", "and now?"]
+    assert samples.records[0]["offset"] == samples.records[1]["offset"], "one image stored once"
+
+
+def test_hf_datasets_directories_need_the_optional_package(tmp_path):
+    from rt2_ros.errors import ConfigError
+    from rt2_ros.training.vqa_data import read_hf_vqa
+
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="needs the 'datasets' package"):
+            read_hf_vqa(tmp_path)
+    else:  # pragma: no cover - depends on the environment
+        pytest.skip("datasets is installed")
+
+
+def test_image_encodings_convert_to_rgb():
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    types = mcap_io.typestore().types
+    header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=0, nanosec=0),
+                                         frame_id="")
+
+    def message(encoding, pixels, step):
+        return types[mcap_io.IMAGE](header=header, height=2, width=3, encoding=encoding, is_bigendian=0,
+                                    step=step, data=np.ascontiguousarray(pixels).reshape(-1))
+
+    assert np.array_equal(mcap_io.image_to_rgb(message("rgb8", rgb, 9)), rgb)
+    assert np.array_equal(mcap_io.image_to_rgb(message("bgr8", rgb[:, :, ::-1], 9)), rgb)
+    rgba = np.concatenate([rgb, np.full((2, 3, 1), 255, np.uint8)], axis=2)
+    assert np.array_equal(mcap_io.image_to_rgb(message("rgba8", rgba, 12)), rgb)
+    padded = np.zeros((2, 12), np.uint8)  # step larger than width * channels
+    padded[:, :9] = rgb.reshape(2, 9)
+    assert np.array_equal(mcap_io.image_to_rgb(message("rgb8", padded, 12)), rgb)
+    with pytest.raises(mcap_io.BagError, match="image encoding: expected one of .* got '16UC1'"):
+        mcap_io.image_to_rgb(message("16UC1", rgb, 9))

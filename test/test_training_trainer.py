@@ -1,0 +1,170 @@
+"""rt2-ros train: a few steps reduce the loss, checkpoints load in the policy, schemes and bounds are recorded."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rt2_ros.action_language import load_embodiment
+from rt2_ros.cli import main
+from rt2_ros.errors import ConfigError
+from rt2_ros.policy.profiles import read_checkpoint_metadata
+from rt2_ros.policy.transformers_backend import TransformersPolicy
+from rt2_ros.training.checkpoint import choose_scheme, reinitialize_rows
+from rt2_ros.training.episodes import EpisodeBagWriter, EpisodeInfo
+from rt2_ros.training.trainer import SUMMARY_FILE, TrainConfig, train
+
+ARM = load_embodiment("rt2_arm")
+
+
+def scene(side: str, rng: np.random.Generator) -> np.ndarray:
+    image = rng.integers(90, 110, (32, 32, 3), dtype=np.uint8)
+    column = 4 if side == "left" else 20
+    image[12:20, column:column + 8] = (220, 30, 30)
+    return image
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Synthetic episodes (the push direction is visible in the image) and VQA about the same images."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("train_data")
+    rng = np.random.default_rng(0)
+    lines = []
+    for e in range(5):
+        side = ("left", "right")[e % 2]
+        instruction = f"push the red cube to the {side}"
+        writer = EpisodeBagWriter(root / "episodes" / f"ep{e}", ARM)
+        writer.instruction(instruction, 1)
+        for k in range(6):
+            y = 0.03 if side == "left" else -0.03
+            action = {"terminate": k == 5, "x": 0.0, "y": 0.0 if k == 5 else y, "z": -0.01 * (k < 2),
+                      "roll": 0.0, "pitch": 0.0, "yaw": 0.0, "gripper": 1.0}
+            tokens = ARM.encode(action)
+            writer.step(image=scene(side, rng), stamp_ns=10 + k * 200_000_000, instruction=instruction,
+                        tokens=tokens, action=ARM.decode(tokens), control_rate_hz=5.0,
+                        ee_position=[0.4, 0.0, 0.1], ee_quaternion=[1, 0, 0, 0])
+        writer.close(EpisodeInfo(instruction, success=True, embodiment="rt2_arm", control_rate_hz=5.0))
+        image_name = f"vqa_{e}.png"
+        Image.fromarray(scene(side, rng)).save(root / image_name)
+        lines.append({"image": image_name, "question": "is the red cube on the left or the right?",
+                      "answer": side})
+        lines.append({"image": image_name, "question": "what color is the cube?", "answer": "red"})
+    (root / "vqa.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
+
+
+@pytest.fixture(scope="module")
+def scratch_run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scratch_ckpt")
+    config = TrainConfig(output_dir=str(out), data=(str(dataset / "episodes"),), vqa=(str(dataset / "vqa.jsonl"),),
+                         from_scratch="tiny", max_steps=24, batch_size=8, learning_rate=3e-3, warmup=0.0,
+                         lr_scheduler="constant", logging_steps=4, eval_steps=12, eval_episodes=1,
+                         eval_vqa_images=1, seed=0, use_cpu=True, extra={"disable_tqdm": True})
+    return out, train(config, log=lambda message: None)
+
+
+def test_a_few_steps_reduce_the_loss(scratch_run):
+    _, summary = scratch_run
+    losses = [entry["loss"] for entry in summary["log_history"] if "loss" in entry]
+    assert len(losses) == 6
+    assert losses[-1] < 0.8 * losses[0], losses
+    evals = [entry for entry in summary["log_history"] if "eval_action_token_accuracy" in entry]
+    assert len(evals) >= 2, "periodic evaluation ran"
+    final = summary["final_metrics"]
+    assert final["eval_robot_samples"] == 6 and final["eval_vqa_samples"] == 2
+    for key in ("eval_action_token_accuracy", "eval_action_exact_match", "eval_vqa_exact_match"):
+        assert 0.0 <= final[key] <= 1.0
+    assert final["eval_loss"] < evals[0]["eval_loss"] or final["eval_loss"] < losses[0]
+
+
+def test_checkpoint_loads_in_the_policy_and_acts_legally(scratch_run, dataset, capsys):
+    out, summary = scratch_run
+    meta = read_checkpoint_metadata(out)
+    assert meta.profile == "rt2" and meta.scheme == "integer" and len(meta.ids) == 256
+    assert meta.embodiment["name"] == "rt2_arm"
+    stats = meta.statistics["train"]["action"]
+    assert stats["mask"] == [False] + [True] * 7 and len(stats["q01"]) == 8
+    assert (out / SUMMARY_FILE).is_file() and summary["checkpoint_bytes"] > 0
+    assert summary["training_data"] == {"instructions": ["push the red cube to the left",
+                                                         "push the red cube to the right"]}
+    policy = TransformersPolicy.from_pretrained(out, dtype="float32", device="cpu")
+    rng = np.random.default_rng(5)
+    for side in ("left", "right"):
+        result = policy.act(scene(side, rng), f"push the red cube to the {side}")
+        assert ARM.validate_tokens(result.tokens) == result.tokens
+        assert result.action == ARM.decode(result.tokens)
+    assert isinstance(policy.answer(scene("left", rng), "what color is the cube?", max_new_tokens=4), str)
+    # ... and through the command line, as a user would.
+    assert main(["act", "--model", str(out), "--image", str(dataset / "vqa_0.png"), "--dtype", "float32",
+                 "push the red cube to the left"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert ARM.validate_tokens(printed["tokens"]) == printed["tokens"]
+
+
+def test_choose_scheme_and_reinitialise_least_frequent_rows(tiny_llava_dir, tiny_bpe_vlm_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    word = AutoProcessor.from_pretrained(tiny_llava_dir).tokenizer
+    bpe = AutoProcessor.from_pretrained(tiny_bpe_vlm_dir).tokenizer
+    texts = ["Q: what action should the robot take to pick up the red block? A:", "how many blocks? two"]
+    assert choose_scheme("auto", word, texts).name == "integer"
+    assert choose_scheme("auto", bpe, texts).name == "least_frequent"
+    with pytest.raises(ConfigError, match="scheme: the integer scheme needs one token per number"):
+        choose_scheme("integer", bpe, texts)
+    scheme = choose_scheme("least_frequent", word, texts)
+    used = {i for t in texts for i in word.encode(t, add_special_tokens=False)}
+    assert not used & set(scheme.action_ids()), "the least frequent ids are ones the texts never use"
+    assert not set(word.all_special_ids) & set(scheme.action_ids())
+    model = AutoModelForImageTextToText.from_pretrained(tiny_llava_dir)
+    before = model.get_input_embeddings().weight.detach().clone()
+    reinitialize_rows(model, scheme.action_ids(), seed=1)
+    after = model.get_input_embeddings().weight.detach()
+    changed = (before != after).any(dim=1).nonzero().flatten().tolist()
+    assert changed == sorted(scheme.action_ids())
+
+
+def test_pretrained_least_frequent_fitted_bounds_robot_only(dataset, tiny_llava_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    config = TrainConfig(output_dir=str(out), data=(str(dataset / "episodes"),), model=str(tiny_llava_dir),
+                         scheme="least_frequent", action_bounds="q01q99", robot_fraction=1.0, max_steps=2,
+                         batch_size=4, eval_steps=0, eval_episodes=1, use_cpu=True,
+                         extra={"disable_tqdm": True})
+    summary = train(config, log=lambda message: None)
+    assert summary["scheme"]["name"] == "least_frequent" and summary["scheme"]["reinitialised"]
+    meta = read_checkpoint_metadata(out)
+    assert meta.scheme == "least_frequent" and len(meta.ids) == 256
+    fitted = meta.embodiment
+    assert fitted["name"] == "rt2_arm_q01q99"
+    y = next(d for d in fitted["dims"] if d["name"] == "y")
+    assert y["low"] == pytest.approx(-0.03, abs=1e-3) and y["high"] == pytest.approx(0.03, abs=1e-3)
+    x = next(d for d in fitted["dims"] if d["name"] == "x")
+    assert (x["low"], x["high"]) == (-0.05, 0.05), "a constant dim keeps the embodiment's bounds"
+    policy = TransformersPolicy.from_pretrained(out, dtype="float32", device="cpu")
+    assert policy.scheme.name == "least_frequent" and policy.scheme.action_ids() == list(meta.ids)
+    result = policy.act(scene("left", np.random.default_rng(0)), "push the red cube to the left")
+    assert policy.embodiment.validate_tokens(result.tokens) == result.tokens
+    assert -0.0301 <= result.action["y"] <= 0.0301, "de-tokenised with the fitted bounds"
+
+
+def test_bad_configurations_are_refused(dataset, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="exactly one"):
+        TrainConfig(output_dir="x", data=("d",), vqa=("v",), model="m", from_scratch="tiny")
+    with pytest.raises(ConfigError, match="robot_fraction: 0.5 leaves room for VQA samples but no vqa"):
+        TrainConfig(output_dir="x", data=("d",), from_scratch="tiny")
+    with pytest.raises(ConfigError, match="from_scratch: expected one of tiny, small, got 'huge'"):
+        TrainConfig(output_dir="x", data=("d",), vqa=("v",), from_scratch="huge")
+    code = main(["train", "--out", str(tmp_path / "o"), "--from-scratch", "tiny",
+                 "--data", str(dataset / "episodes"), "--robot-fraction", "1.5", "--vqa", "v"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["rt2-ros train: robot_fraction: expected a number <= 1.0, got 1.5"]
+    code = main(["train", "--out", str(tmp_path / "o"), "--from-scratch", "tiny",
+                 "--data", str(tmp_path / "nothing-here"), "--robot-fraction", "1.0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nothing-here: no such directory" in err[0]
+    code = main(["train", "--out", str(tmp_path / "o"), "--from-scratch", "tiny", "--data", str(dataset / "episodes"),
+                 "--robot-fraction", "1.0", "--training-args", '{"no_such_argument": 1}'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "no_such_argument" in err[-1] and err[-1].startswith("rt2-ros train: training arguments:")
