@@ -21,8 +21,6 @@ import pytest
 
 from ros_harness import REPO, next_domain_id, requires_ros, ros_env
 
-EXPERT_HOOK = str(REPO / "test" / "expert_hook")  # see test/expert_hook/sitecustomize.py
-
 
 def _action(step, recv, dx=0.0, terminate=False):
     from rt2_ros.demo.records import ActionRecord
@@ -150,7 +148,6 @@ def test_bad_demo_arguments_are_one_line_errors(args, message):
 
 def _demo_env(marker: str) -> dict[str, str]:
     env = ros_env(next_domain_id(), {"RT2_TEST_MARKER": marker})
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (EXPERT_HOOK, env.get("PYTHONPATH", "")) if p)
     return env
 
 

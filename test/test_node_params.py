@@ -84,7 +84,7 @@ def test_values_reach_the_dataclasses():
     ("policy_node", {"control_rate_hz": 5000.0}, ["control_rate_hz", "<= 1000"]),
     ("policy_node", {"max_image_age_s": -1.0}, ["max_image_age_s", "> 0"]),
     ("policy_node", {"backend": "magic"}, ["backend", "transformers, remote, scripted", "'magic'"]),
-    ("policy_node", {"backend": "expert"}, ["backend", "'expert'"]),
+    ("policy_node", {"backend": "teleop"}, ["backend", "'teleop'"]),
     ("policy_node", {"image_transport": "theora"}, ["image_transport", "raw, compressed"]),
     ("policy_node", {"jpeg_quality": 101}, ["jpeg_quality", "<= 100"]),
     ("policy_node", {"max_steps": -1}, ["max_steps", ">= 0"]),

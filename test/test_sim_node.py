@@ -23,15 +23,6 @@ import pytest
 from ros_harness import REPO, ProcessGroup, next_domain_id, requires_ros, ros_env
 
 BLANK = np.zeros((8, 8, 3), np.uint8)
-#: Test-only stand-in for the expert hooks of the stack until they are in its code
-#: (see test/expert_hook/sitecustomize.py; a no-op once they are).
-EXPERT_HOOK = str(REPO / "test" / "expert_hook")
-
-
-def _expert_env() -> dict[str, str]:
-    return {"PYTHONPATH": os.pathsep.join(p for p in (EXPERT_HOOK, os.environ.get("PYTHONPATH", "")) if p)}
-
-
 # ----------------------------------------------------------------------------- the state-fed expert
 
 
@@ -465,7 +456,7 @@ def test_closed_loop_with_the_scripted_backend_moves_the_simulated_arm(tmp_path)
 @pytest.mark.ros
 @pytest.mark.slow
 def test_closed_loop_with_the_expert_backend_solves_the_task(tmp_path):
-    record, group = _closed_loop(tmp_path, ["--backend", "expert"], "pick", _expert_env())
+    record, group = _closed_loop(tmp_path, ["--backend", "expert"], "pick")
     assert record.result["terminated"] and record.result["reason"] == "terminated", group.log("up")
     assert record.final_status["success"] is True
     assert 10 <= len(record.actions) <= 60

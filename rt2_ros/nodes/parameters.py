@@ -127,7 +127,9 @@ _CONTROL_RATE_TEXT = ("policy steps per second; one step's delta is spread over 
 
 POLICY_NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("backend", "policy backend: transformers (in-process model), remote (OpenAI-compatible "
-                  "server) or scripted (replays action strings)", choices=("transformers", "remote", "scripted")),
+                  "server), scripted (replays action strings) or expert (the simulator's privileged "
+                  "scripted expert; needs sim_node)",
+       choices=("transformers", "remote", "scripted", "expert")),
     _p("model", "transformers: checkpoint directory; remote: the model name the server knows"),
     _p("profile", "prompt + token scheme + default embodiment: rt2 or openvla", choices=PROFILES),
     _p("embodiment", "embodiment name (config/embodiments) or YAML path; '' = the profile's default"),

@@ -172,6 +172,10 @@ class PolicyNode(Node):
             policy = make_policy(cfg)
             log.info(f"{cfg.backend} backend ready in {time.perf_counter() - started:.1f} s")
         self.policy = policy
+        if cfg.backend == "expert":
+            from rt2_ros.nodes.expert_bridge import attach_expert_state
+
+            attach_expert_state(self, policy)
         embodiment = getattr(policy, "embodiment", None)
         self._embodiment_name = getattr(embodiment, "name", "") or cfg.embodiment_name
         self._gripper_range = (0.0, 1.0)

@@ -108,7 +108,7 @@ _SAFETY = ("safety_node",)
 STACK_ARGUMENTS: tuple[StackArgument, ...] = (
     StackArgument("config", "config", "ROS parameter file of both nodes ('' = the bundled "
                                       "config/rt2.yaml)"),
-    StackArgument("backend", "param", "policy backend: transformers, remote or scripted",
+    StackArgument("backend", "param", "policy backend: transformers, remote, scripted or expert",
                   nodes=_POLICY, param="backend"),
     StackArgument("model", "param", "checkpoint directory (transformers) or served model name "
                                     "(remote)", nodes=_POLICY, param="model"),

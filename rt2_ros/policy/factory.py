@@ -25,8 +25,11 @@ def make_policy(cfg: PolicyConfig) -> Policy:
 
         return ScriptedPolicy.from_config(cfg)
     if cfg.backend == "expert":
-        # The expert reads privileged simulator state, so it only exists inside
-        # a process that owns the simulator (the sim node / data collection).
-        raise ConfigError("backend: 'expert' needs the simulator's state; run it through "
-                          "`rt2-ros demo` or rt2_ros.sim, not as a stand-alone policy")
-    raise ConfigError(f"backend: expected one of transformers, remote, scripted, got {cfg.backend!r}")
+        # Privileged-state reference, not a learned model: it plans from the
+        # simulator's state, which the policy node feeds it from sim_node's
+        # sim/privileged_state topic (rt2_ros.nodes.expert_bridge).
+        from rt2_ros.sim.expert import StateFedExpertPolicy
+
+        return StateFedExpertPolicy.from_config(cfg)
+    raise ConfigError(f"backend: expected one of transformers, remote, scripted, expert, "
+                      f"got {cfg.backend!r}")
