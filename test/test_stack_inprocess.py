@@ -46,7 +46,7 @@ class PlanningPolicy:
 @pytest.fixture
 def compressed_policy_node(ros_domain):  # noqa: F811
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import CompressedImage
@@ -75,7 +75,13 @@ def compressed_policy_node(ros_domain):  # noqa: F811
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(peer)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:  # the fixture's rclpy shutdown ends the spin
+            pass
+
+    thread = threading.Thread(target=spin, daemon=True)
     thread.start()
     node.start()
     try:
