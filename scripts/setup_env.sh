@@ -49,7 +49,11 @@ if [ ! -f "$stamps/deps-$deps_hash" ]; then
   # Exactly 2.13.0: the CPU build; an open range pulls a multi-GB CUDA build.
   "${pip[@]}" install -q torch==2.13.0
   "${pip[@]}" install -q -r scripts/requirements-ros.txt
-  "${pip[@]}" install -q --no-build-isolation --config-settings editable_mode=compat -e ".[test]"
+  # compat mode: a plain .pth to this checkout, so the generated rt2_ros.msg
+  # (its own .pth, sorted after) joins the package (see build_interfaces.sh).
+  # Its deprecation notice is noise here: setuptools is pinned below 80.
+  PYTHONWARNINGS=ignore "${pip[@]}" install -q --no-build-isolation \
+      --config-settings editable_mode=compat -e ".[test]"
   rm -f "$stamps"/deps-*
   touch "$stamps/deps-$deps_hash"
 else
