@@ -381,3 +381,21 @@ def declare_node_parameters(node: Any, specs: tuple[ParamSpec, ...]) -> dict[str
                                   f"number (write {raw}.0), got {raw!r}") from None
             raise ConfigError(f"{node_name} parameter {spec.name}: {refused}") from None
     return values
+
+
+def refuse_parameter_changes(node: Any) -> None:
+    """Make ``ros2 param set`` on ``node`` fail with a message saying to restart it.
+
+    The nodes map their parameters into validated dataclasses once at start-up;
+    accepting a change that would not take effect would mislead the operator.
+    """
+    from rcl_interfaces.msg import SetParametersResult
+
+    def refuse(params: Any) -> SetParametersResult:
+        names = ", ".join(p.name for p in params)
+        return SetParametersResult(
+            successful=False,
+            reason=f"{node.get_name()} reads its parameters once at start-up; restart it to "
+                   f"change {names}")
+
+    node.add_on_set_parameters_callback(refuse)

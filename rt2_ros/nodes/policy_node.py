@@ -48,7 +48,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -62,7 +61,7 @@ from rt2_ros.nodes.image_conversion import ImageConversionError, compressed_to_r
 from rt2_ros.nodes.markers import action_markers
 from rt2_ros.nodes.qos import ACTION_QOS, IMAGE_QOS, INSTRUCTION_QOS
 from rt2_ros.nodes.parameters import (POLICY_NODE_PARAMETERS, declare_node_parameters,
-                                      policy_node_settings)
+                                      refuse_parameter_changes, policy_node_settings)
 from rt2_ros.nodes.runtime import run_node
 from rt2_ros.policy.base import Policy, PolicyOutput, check_instruction
 
@@ -160,7 +159,7 @@ class PolicyNode(Node):
         values = declare_node_parameters(self, POLICY_NODE_PARAMETERS)
         self.settings = policy_node_settings(values, self.get_name())
         self._warn_unknown_overrides()
-        self.add_on_set_parameters_callback(self._refuse_parameter_change)
+        refuse_parameter_changes(self)
         cfg = self.settings.policy
         log = self.get_logger()
         if policy is None:
@@ -265,13 +264,6 @@ class PolicyNode(Node):
         if unknown:
             self.get_logger().warning(f"parameters given but not used by {self.get_name()} "
                                    f"(typos?): {', '.join(unknown)}")
-
-    def _refuse_parameter_change(self, params: Sequence[Any]) -> SetParametersResult:
-        names = ", ".join(p.name for p in params)
-        return SetParametersResult(
-            successful=False,
-            reason=f"{self.get_name()} reads its parameters once at start-up; restart it to "
-                   f"change {names}")
 
     # -------------------------------------------------------------- inputs
 

@@ -28,7 +28,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rcl_interfaces.msg import SetParametersResult
 from std_msgs.msg import Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool
 
@@ -36,7 +35,7 @@ from rt2_ros.msg import RT2Action
 from rt2_ros.nodes import stack
 from rt2_ros.nodes.diagnostics import diagnostic_array, shorten
 from rt2_ros.nodes.parameters import (SAFETY_NODE_PARAMETERS, declare_node_parameters,
-                                      safety_node_settings)
+                                      refuse_parameter_changes, safety_node_settings)
 from rt2_ros.nodes.qos import ACTION_QOS, COMMAND_QOS, INSTRUCTION_QOS
 from rt2_ros.nodes.runtime import run_node
 from rt2_ros.safety import SafetyGovernor, SafetyLevel, SafetyOutput
@@ -59,7 +58,7 @@ class SafetyNode(Node):
         if unknown:
             self.get_logger().warning(f"parameters given but not used by {self.get_name()} "
                                    f"(typos?): {', '.join(unknown)}")
-        self.add_on_set_parameters_callback(self._refuse_parameter_change)
+        refuse_parameter_changes(self)
         cfg = self.settings.safety
         self.governor = SafetyGovernor(cfg, time.monotonic())
         self._status = None
@@ -85,13 +84,6 @@ class SafetyNode(Node):
             f"{'' if cfg.start_enabled else self.resolve_service_name(stack.ENABLE_SERVICE) + ')'}"
             f", {cfg.publish_rate_hz:g} Hz to {self.resolve_topic_name(stack.TWIST_TOPIC)}, "
             f"watchdog {cfg.action_timeout_s:g} s")
-
-    def _refuse_parameter_change(self, params: Sequence[Any]) -> SetParametersResult:
-        names = ", ".join(p.name for p in params)
-        return SetParametersResult(
-            successful=False,
-            reason=f"{self.get_name()} reads its parameters once at start-up; restart it to "
-                   f"change {names}")
 
     # -------------------------------------------------------------- inputs
 

@@ -61,7 +61,6 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
@@ -71,7 +70,7 @@ from rt2_ros.errors import ConfigError, Rt2RosError
 from rt2_ros.nodes import stack
 from rt2_ros.nodes.diagnostics import ReportOnce, diagnostic_array, shorten
 from rt2_ros.nodes.parameters import ParamSpec, declare_node_parameters
-from rt2_ros.nodes.qos import COMMAND_QOS, IMAGE_QOS
+from rt2_ros.nodes.qos import COMMAND_QOS, IMAGE_QOS, INSTRUCTION_QOS
 from rt2_ros.nodes.runtime import run_node
 
 __all__ = ["SimNode", "SimNodeSettings", "SIM_NODE_PARAMETERS", "sim_node_settings", "main",
@@ -86,19 +85,14 @@ PRIVILEGED_STATE_TOPIC = "sim/privileged_state"
 CLOCK_TOPIC = "/clock"
 RESET_SERVICE = "~/reset"
 
-#: sim/task: reliable and transient local, so a scorer started late gets the current episode.
-TASK_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
-                      reliability=QoSReliabilityPolicy.RELIABLE,
-                      durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-#: Privileged state and poses: reliable, only the newest matters.
-STATE_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
-                       reliability=QoSReliabilityPolicy.RELIABLE,
-                       durability=QoSDurabilityPolicy.VOLATILE)
+#: sim/task: reliable and transient local (like the instruction), so a scorer
+#: started late gets the current episode.
+TASK_QOS = INSTRUCTION_QOS
+#: Privileged state and poses: reliable, only the newest matters (like commands).
+STATE_QOS = COMMAND_QOS
 # Instructions are followed as they are given: volatile, so an instruction
 # latched by an earlier run does not replace this node's task at start-up.
-_INSTRUCTION_FOLLOW_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
-                                     reliability=QoSReliabilityPolicy.RELIABLE,
-                                     durability=QoSDurabilityPolicy.VOLATILE)
+_INSTRUCTION_FOLLOW_QOS = COMMAND_QOS
 # Timing samples kept for diagnostics (render and publish time per frame).
 _TIMING_SAMPLES = 500
 # Falling further behind the pacing schedule than this restarts the schedule

@@ -66,6 +66,18 @@ class ExpertSettings:
     retries: int = 3
 
 
+def _next_output(expert: "ScriptedExpert", embodiment: Any, started: float) -> PolicyOutput:
+    """The expert's next action, through the bins, as a PolicyOutput timed from ``started``."""
+    try:
+        action = expert.next_action()
+    except SimError as err:
+        raise PolicyError(f"expert: {err}") from err
+    tokens = embodiment.encode(action)
+    return PolicyOutput(tokens=tokens, action=embodiment.decode(tokens), plan="",
+                        text=format_action_text(tokens),
+                        timings={"total": (time.perf_counter() - started) * 1000.0})
+
+
 class ScriptedExpert:
     """Privileged-state task solver for a :class:`TabletopSim` (see the module doc).
 
@@ -370,14 +382,7 @@ class ExpertPolicy(Policy):
                 self.sim.set_task(text)
             except SimError as err:
                 raise PolicyError(f"expert: {err}") from err
-        try:
-            action = self.expert.next_action()
-        except SimError as err:
-            raise PolicyError(f"expert: {err}") from err
-        tokens = self.embodiment.encode(action)
-        decoded = self.embodiment.decode(tokens)
-        return PolicyOutput(tokens=tokens, action=decoded, plan="", text=format_action_text(tokens),
-                            timings={"total": (time.perf_counter() - started) * 1000.0})
+        return _next_output(self.expert, self.embodiment, started)
 
     def reset(self) -> None:
         """Start the bound simulator's task over (the simulator itself is not reset)."""
@@ -718,14 +723,7 @@ class StateFedExpertPolicy(Policy):
         text = check_instruction(instruction)
         snapshot = self._snapshot_for(text)
         self.view.load(snapshot)
-        try:
-            action = self.expert.next_action()
-        except SimError as err:
-            raise PolicyError(f"expert: {err}") from err
-        tokens = self.embodiment.encode(action)
-        decoded = self.embodiment.decode(tokens)
-        return PolicyOutput(tokens=tokens, action=decoded, plan="", text=format_action_text(tokens),
-                            timings={"total": (time.perf_counter() - started) * 1000.0})
+        return _next_output(self.expert, self.embodiment, started)
 
     def reset(self) -> None:
         """Start the task over (the next action plans from scratch)."""
