@@ -87,6 +87,7 @@ class Controller:
         from geometry_msgs.msg import TwistStamped
         from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
         from rclpy.node import Node
+        from rclpy.qos import QoSProfile
         from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import String
 
@@ -127,8 +128,13 @@ class Controller:
                 with self._lock:
                     self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
 
+        # A deeper queue than the arm's (COMMAND_QOS keeps only the newest twist): this
+        # observer must see every twist, or a moment of CPU starvation here would count as
+        # commands the stack dropped.
+        observer_qos = QoSProfile(depth=500, history=COMMAND_QOS.history,
+                                  reliability=COMMAND_QOS.reliability, durability=COMMAND_QOS.durability)
         self.node.create_subscription(TwistStamped, "servo_node/delta_twist_cmds", on_twist,
-                                      COMMAND_QOS)
+                                      observer_qos)
         self.node.create_subscription(RT2Action, "rt2/action", on_action, ACTION_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -159,10 +165,10 @@ class Controller:
         self.node.destroy_node()
 
 
-# The twist an action causes leaves the safety node about when this process
-# receives the action; it is searched from this long before that.
-MATCH_MARGIN_S = 0.02
-# ... and no later than this after it (a later equal value is another command).
+# The twist an action causes is searched from the action's image stamp (it cannot leave
+# before the image was taken; this process may receive the action itself late under load)
+# to this long after this process received the action (a later equal value is another
+# command: the script's 200 distinct actions repeat only every 200 actions).
 MATCH_WINDOW_S = 0.5
 
 
@@ -184,7 +190,7 @@ def match_latencies(twists, actions, rate_hz: float):
             previous = None if action["terminate"] else expected
             continue
         previous = expected
-        start = int(np.searchsorted(stamps, max(action["stamp"], action["recv"] - MATCH_MARGIN_S)))
+        start = int(np.searchsorted(stamps, action["stamp"]))
         end = int(np.searchsorted(stamps, action["recv"] + MATCH_WINDOW_S))
         hit = next((i for i in range(start, end) if values[i] == expected), None)
         if hit is None:
@@ -246,8 +252,18 @@ def run_case(name: str, up_args: list[str], instruction: str, args, env) -> None
         controller.send_instruction()
         time.sleep(2.0)  # warm-up, not measured
         measure_from = time.time()
-        time.sleep(args.duration)
-        rss_end = {label: rss_mb(pid) for label, pid in processes.items()}
+        # RSS sampled through the run (not just start/end): growth shows as a trend, and
+        # the first minute's allocations (caches, DDS history) are told apart from a leak.
+        period = max(1.0, min(60.0, args.duration / 10.0))
+        rss_series: dict[str, list[float | None]] = {label: [] for label in processes}
+        run_end = time.monotonic() + args.duration
+        while True:
+            time.sleep(max(0.0, min(period, run_end - time.monotonic())))
+            for label, pid in processes.items():
+                rss_series[label].append(rss_mb(pid))
+            if time.monotonic() >= run_end - 1e-3:
+                break
+        rss_end = {label: series[-1] for label, series in rss_series.items()}
         time.sleep(0.3)
         twists, actions, diagnostics = controller.snapshot()
     finally:
@@ -304,6 +320,11 @@ def run_case(name: str, up_args: list[str], instruction: str, args, env) -> None
         start_mb, end_mb = rss_start.get(label), rss_end.get(label)
         fmt = lambda v: "  gone" if v is None else f"{v:6.1f}"  # noqa: E731
         print(f"  {label:20s} {fmt(start_mb)} -> {fmt(end_mb)}")
+    print(f"RSS MiB every {period:.0f} s from the start of the measured window:")
+    for label, series in rss_series.items():
+        known = [v for v in series if v is not None]
+        growth = f"  (first sample -> end: {known[-1] - known[0]:+.1f})" if len(known) > 1 else ""
+        print(f"  {label:20s} " + " ".join("gone" if v is None else f"{v:.0f}" for v in series) + growth)
     print(f"(logs in {log_dir})")
 
 

@@ -179,7 +179,8 @@ def test_short_demo_writes_the_video_the_plot_and_the_summary(tmp_path):
     marker = uuid.uuid4().hex
     out = tmp_path / "demo_out"
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "rt2_ros.cli", "demo", "--short", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "rt2_ros.cli", "demo", "--short", "--backend", "expert",
+                           "--out", str(out)],
                           env=_demo_env(marker), cwd=str(REPO), capture_output=True, text=True,
                           timeout=240)
     wall = time.monotonic() - started

@@ -117,3 +117,26 @@ def test_eval_runs_a_learned_backend_on_rendered_images(tiny_paligemma_dir, tmp_
     # legal; it may say terminate at once), it does not solve the task.
     assert episode["steps"] in (1, 2) and episode["error"] == ""
     assert "privileged" not in done.stdout.splitlines()[0]
+
+
+def test_object_filters_pick_the_episodes_that_name_them(tmp_path):
+    from rt2_ros.sim.evaluation import evaluate
+    from rt2_ros.sim.expert import ExpertPolicy
+    from rt2_ros.sim.tabletop import TabletopSim
+
+    with TabletopSim(0, task=None) as sim:
+        only = evaluate(sim, ExpertPolicy(sim), ["move_near"], 3, 0, render=False, objects=["purple"])
+        without = evaluate(sim, ExpertPolicy(sim), ["move_near"], 3, 0, render=False,
+                           exclude_objects=["purple"])
+    assert all(any(n.startswith("purple ") for n in o.objects) for o in only.outcomes)
+    assert not any(n.startswith("purple ") for o in without.outcomes for n in o.objects)
+    # Kept seeds are the first that pass, in order: every seed is in one of the two runs.
+    seeds = sorted(o.seed for o in [*only.outcomes, *without.outcomes])
+    assert seeds[0] == 0 and len(set(seeds)) == 6
+    assert all(o.success for o in [*only.outcomes, *without.outcomes])
+
+
+def test_an_object_filter_term_no_object_matches_is_refused():
+    done = _cli("--backend", "expert", "--objects", "purple,gold")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--objects: 'gold' is no colour" in done.stderr and done.stderr.count("\n") == 1

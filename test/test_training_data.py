@@ -271,3 +271,38 @@ def test_image_encodings_convert_to_rgb():
     assert np.array_equal(mcap_io.image_to_rgb(message("rgb8", padded, 12)), rgb)
     with pytest.raises(mcap_io.BagError, match="image encoding: expected one of .* got '16UC1'"):
         mcap_io.image_to_rgb(message("16UC1", rgb, 9))
+
+
+def test_action_noise_perturbs_only_the_executed_translation():
+    from rt2_ros.training.sim_data import NOISY_STEP_FRACTION, _perturbed
+
+    action = {"terminate": False, "x": 0.049, "y": 0.0, "z": -0.01, "roll": 0.1, "pitch": 0.0,
+              "yaw": 0.0, "gripper": 1.0}
+    rng = np.random.default_rng(0)
+    assert _perturbed(action, ARM, 0.0, rng) is action
+    outs = [_perturbed(action, ARM, 0.02, rng) for _ in range(400)]
+    moved = [o for o in outs if o is not action]
+    assert abs(len(moved) / len(outs) - NOISY_STEP_FRACTION) < 0.08
+    for out in moved:
+        assert {k: out[k] for k in ("terminate", "roll", "pitch", "yaw", "gripper")} == \
+            {k: action[k] for k in ("terminate", "roll", "pitch", "yaw", "gripper")}
+        assert all(-0.05 <= out[k] <= 0.05 for k in "xyz"), out
+    assert any(out["x"] == 0.05 for out in moved), "clipped to the embodiment's bound"
+    assert np.std([out["y"] for out in moved]) == pytest.approx(0.02, rel=0.3)
+
+
+def test_collect_with_action_noise_records_the_experts_clean_actions(tmp_path):
+    from rt2_ros.training.sim_data import CollectConfig, collect
+
+    base = dict(episodes=1, seed=11, image_size=32, max_steps=12, vqa_scenes=0)
+    collect(tmp_path / "clean", CollectConfig(**base))
+    collect(tmp_path / "noisy", CollectConfig(**base, action_noise=0.02))
+    clean = read_episode(find_episodes(tmp_path / "clean")[0], ARM)
+    noisy = read_episode(find_episodes(tmp_path / "noisy")[0], ARM)
+    assert json.loads((tmp_path / "noisy" / "collect.json").read_text())["config"]["action_noise"] == 0.02
+    frames = [np.stack([s.image for s in e.steps[:10]]) for e in (clean, noisy)]
+    assert not np.array_equal(frames[0], frames[1]), "noise moved the executed path"
+    # Labels stay the expert's: legal bins, the same as the clean run's on the shared first step.
+    assert clean.steps[0].tokens == noisy.steps[0].tokens
+    with pytest.raises(Exception, match="action_noise"):
+        CollectConfig(episodes=1, action_noise=float("nan"))

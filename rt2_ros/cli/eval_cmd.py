@@ -46,6 +46,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
     p.add_argument("--rate", type=float, default=5.0, metavar="HZ", help="control rate (default 5)")
     p.add_argument("--max-steps", type=int, default=80, help="step limit per episode (default 80)")
+    p.add_argument("--objects", default="", metavar="TERMS",
+                   help="only episodes whose task involves one of these comma-separated colours, shapes "
+                        "or names (e.g. 'purple' for objects kept out of the robot data)")
+    p.add_argument("--exclude-objects", default="", metavar="TERMS",
+                   help="only episodes whose task involves none of these")
+    p.add_argument("--image-size", type=int, default=224, help="camera image size in pixels (default 224)")
+    p.add_argument("--no-shadows", action="store_true", help="render without shadows (faster)")
     p.add_argument("--json", default="", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
     p.set_defaults(func=run)
 
@@ -62,6 +69,19 @@ def _policy(args: argparse.Namespace, sim: Any) -> Any:
         backend=args.backend, model=args.model, profile=args.profile, embodiment=args.embodiment,
         device=args.device, server_url=args.server_url, scripted_actions=args.scripted_actions,
         scripted_loop=args.backend == "scripted"))
+
+
+def _object_terms(option: str, text: str) -> list[str]:
+    """``"purple, red cube"`` -> ``["purple", "red cube"]``; ConfigError for a term no object matches."""
+    from rt2_ros.sim.scene import COLORS, SHAPES
+
+    known = {*COLORS, *SHAPES, *(f"{c} {s}" for c in COLORS for s in SHAPES)}
+    terms = [" ".join(t.lower().split()) for t in text.split(",") if t.strip()]
+    for term in terms:
+        if term not in known:
+            raise ConfigError(f"{option}: {term!r} is no colour ({', '.join(COLORS)}), shape "
+                              f"({', '.join(SHAPES)}) or object name of the simulator")
+    return terms
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--json: the directory of {args.json!r} does not exist")
     training = read_training_data(args.model) if args.backend in ("transformers", "remote") else None
 
-    from rt2_ros.sim.tabletop import TabletopSim
+    from rt2_ros.sim.tabletop import SimConfig, TabletopSim
 
     def progress(outcome: Any, index: int, total: int) -> None:
         mark = "ok  " if outcome.success else "FAIL"
@@ -90,13 +110,18 @@ def run(args: argparse.Namespace) -> int:
               f"{outcome.instruction!r} ({outcome.steps} steps, {outcome.wall_s:.1f} s)"
               + (f" - {outcome.error}" if outcome.error else ""), file=sys.stderr, flush=True)
 
-    with TabletopSim(args.seed, task=None) as sim:
+    if not 16 <= args.image_size <= 1024:
+        raise ConfigError(f"--image-size: expected 16..1024 pixels, got {args.image_size}")
+    objects = _object_terms("--objects", args.objects)
+    excluded = _object_terms("--exclude-objects", args.exclude_objects)
+    config = SimConfig(image_size=(args.image_size, args.image_size), shadows=not args.no_shadows)
+    with TabletopSim(args.seed, task=None, config=config) as sim:
         policy = _policy(args, sim)
         try:
             report = evaluate(sim, policy, kinds, args.episodes, args.seed, backend=args.backend,
                               model=args.model, control_rate_hz=args.rate, max_steps=args.max_steps,
                               render=args.backend != "expert", training_data=training,
-                              progress=progress)
+                              objects=objects, exclude_objects=excluded, progress=progress)
         finally:
             policy.close()
     data = report.to_json()

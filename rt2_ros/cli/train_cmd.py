@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
     collect.add_argument("--exclude-objects", default="",
                          help="comma-separated colours, shapes or names kept out of the episodes "
                               "(not out of the VQA), e.g. 'purple,red sphere'")
+    collect.add_argument("--action-noise", type=float, default=0.0, metavar="M",
+                         help="std (m) of Gaussian noise added to the executed x/y/z of each step while "
+                              "the expert's clean action is recorded (DART-style recovery data; default 0)")
     collect.set_defaults(func=run_collect)
 
     train = subparsers.add_parser(
@@ -139,7 +142,8 @@ def run_collect(args: argparse.Namespace) -> int:
     config = CollectConfig(episodes=args.episodes, seed=args.seed, image_size=args.image_size,
                            shadows=args.shadows, control_rate_hz=args.control_rate_hz, max_steps=args.max_steps,
                            embodiment=args.embodiment, task=args.task, vqa_scenes=args.vqa_scenes,
-                           questions_per_scene=args.questions_per_scene, exclude_objects=exclude)
+                           questions_per_scene=args.questions_per_scene, exclude_objects=exclude,
+                           action_noise=args.action_noise)
     from tqdm import tqdm
 
     bars: list[Any] = []  # opened by the first progress report, so input errors print alone

@@ -23,9 +23,10 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.action import ActionClient
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, String
 
@@ -87,7 +88,10 @@ class DemoObserver:
         n.create_subscription(Float64, stack.GRIPPER_TOPIC, self._on_gripper, COMMAND_QOS)
         n.create_subscription(DiagnosticArray, stack.DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
         self._client = ActionClient(n, ExecuteInstruction, stack.EXECUTE_ACTION)
-        self._executor = MultiThreadedExecutor(num_threads=2, context=self._context)
+        # One thread: the goal request is sent from it (start_goal), so its response
+        # cannot be handled before rclpy has registered the request (on Jazzy a
+        # response handled in that window is dropped as unexpected).
+        self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, name="demo-observer", daemon=True)
         self._thread.start()
@@ -216,7 +220,14 @@ class DemoObserver:
             self._recording = True
         goal = ExecuteInstruction.Goal(instruction=instruction, max_steps=int(max_steps),
                                        timeout_s=float(timeout_s))
-        return self._client.send_goal_async(goal)
+        handle = Future()
+
+        def send() -> None:
+            sent = self._client.send_goal_async(goal)
+            sent.add_done_callback(lambda done: handle.set_result(done.result()))
+
+        self._executor.create_task(send)
+        return handle
 
     def result_future(self, goal_future: Any) -> Any:
         """The result future of an accepted goal (None if it was rejected)."""

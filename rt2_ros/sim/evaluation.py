@@ -268,11 +268,32 @@ def parse_task_list(text: str, known: Iterable[str]) -> list[str]:
     return kinds
 
 
+def _next_seed(sim: Any, kind: str, first: int, stop: int, objects: tuple[str, ...],
+               exclude_objects: tuple[str, ...]) -> int:
+    """Reset ``sim`` to the first seed >= ``first`` whose ``kind`` task passes the object filters."""
+    for candidate in range(first, stop):
+        task = sim.reset(candidate, task=kind)
+        if objects and not task.mentions(objects):
+            continue
+        if exclude_objects and task.mentions(exclude_objects):
+            continue
+        return candidate
+    raise ConfigError(f"objects: no {kind} task of the seeds up to {stop - 1} involves "
+                      f"{' or '.join(objects) or 'any object'}"
+                      + (f" without {' or '.join(exclude_objects)}" if exclude_objects else ""))
+
+
 def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: int = 0, *,
              backend: str = "", model: str = "", control_rate_hz: float = 5.0, max_steps: int = 100,
              render: bool = True, training_data: TrainingData | None = None,
+             objects: Sequence[str] = (), exclude_objects: Sequence[str] = (),
              progress: Callable[[EpisodeOutcome, int, int], None] | None = None) -> EvaluationReport:
     """Run ``episodes`` seeded episodes of each of ``kinds`` with ``policy`` on ``sim``.
+
+    ``objects`` / ``exclude_objects`` (colours, shapes or names): keep only
+    the seeds whose task involves one of ``objects`` / none of
+    ``exclude_objects``; seeds are tried from ``seed`` up, so the kept episodes
+    are the same on every run.
 
     ``render``: give the policy camera images (needed by every learned
     policy; the privileged expert ignores them).  A policy that fails during
@@ -293,13 +314,15 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
                               control_rate_hz=float(control_rate_hz), max_steps=max_steps, seed=seed,
                               training_data=training_data)
     total = len(kinds) * episodes
+    objects, exclude_objects = tuple(objects), tuple(exclude_objects)
     for kind in kinds:
-        for i in range(episodes):
-            episode_seed = seed + i
+        episode_seed = seed - 1
+        for _ in range(episodes):
             started = time.perf_counter()
-            sim.reset(episode_seed, task=kind)
+            episode_seed = _next_seed(sim, kind, episode_seed + 1, seed + _MAX_SEED_TRIES * episodes,
+                                      objects, exclude_objects)
             task = sim.task
-            names = tuple(n for n in (task.object, task.reference) if n is not None)
+            names = task.objects
             outcome = EpisodeOutcome(kind=kind, seed=episode_seed, instruction=task.instruction,
                                      objects=names, success=False, terminated=False, steps=0,
                                      wall_s=0.0)

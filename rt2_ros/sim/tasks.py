@@ -150,6 +150,20 @@ class TaskSpec:
     direction: str | None = None
     params: Mapping[str, float] = field(default_factory=dict)
 
+    @property
+    def objects(self) -> tuple[str, ...]:
+        """The object names the task involves: the object, then the reference if any."""
+        return tuple(n for n in (self.object, self.reference) if n is not None)
+
+    def mentions(self, terms: Iterable[str]) -> bool:
+        """Whether any of ``terms`` (a colour, a shape or a whole name) matches one of :attr:`objects`."""
+        terms = tuple(terms)
+        for name in self.objects:
+            color, _, shape = name.partition(" ")
+            if any(term in (name, color, shape) for term in terms):
+                return True
+        return False
+
 
 def evaluate(task: TaskSpec, snapshot: SceneSnapshot) -> bool:
     """Return whether ``task`` is achieved in ``snapshot``."""

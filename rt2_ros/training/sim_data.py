@@ -19,6 +19,11 @@ shape or a full name such as ``"purple sphere"``) give no episode — but their
 scenes still give VQA, which is how a seen/unseen experiment keeps an object
 out of the robot data while the VLM side still sees it.
 
+``action_noise`` (DART-style): on a quarter of the steps the simulator
+executes the expert's action plus Gaussian noise on x, y, z while the bag
+records the clean action, so the data holds states slightly off the expert's
+path labelled with the way back.
+
 VQA (the "web data" of RT-2's co-fine-tuning, here about the simulator's own
 scenes): the first frame of each scene gets ``questions_per_scene``
 questions drawn from templates answered from the true scene (colours,
@@ -91,6 +96,7 @@ class CollectConfig:
     questions_per_scene: int = 6
     exclude_objects: tuple[str, ...] = field(default_factory=tuple)
     camera: str = "head"
+    action_noise: float = 0.0            # m, std of the noise on executed translations (_perturbed)
 
     def __post_init__(self) -> None:
         expect_int("episodes", self.episodes, low=0, high=1_000_000)
@@ -104,6 +110,7 @@ class CollectConfig:
         expect_int("vqa_scenes", self.vqa_scenes, low=-1)
         expect_int("questions_per_scene", self.questions_per_scene, low=0, high=len(QUESTION_KINDS))
         expect_str("camera", self.camera, choices=("head", "wrist"))
+        expect_number("action_noise", self.action_noise, low=0.0, high=0.05)
         if not isinstance(self.exclude_objects, tuple):
             object.__setattr__(self, "exclude_objects", tuple(self.exclude_objects))
         for i, term in enumerate(self.exclude_objects):
@@ -210,16 +217,6 @@ def scene_questions(objects: list[_Seen], width: int, rng: np.random.Generator, 
 # ----------------------------------------------------------------------------- collection
 
 
-def _excluded(task: Any, terms: tuple[str, ...]) -> bool:
-    for name in (task.object, task.reference):
-        if name is None:
-            continue
-        color, shape = name.split(" ", 1)
-        if any(term in (name, color, shape) for term in terms):
-            return True
-    return False
-
-
 def _save_png(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
@@ -281,7 +278,7 @@ def collect(out_dir: str | Path, config: CollectConfig,
                                 "kind": kind, "seed": seed})
             counts["vqa_scenes"] += 1
         if want_episode and task is not None:
-            if _excluded(task, config.exclude_objects):
+            if task.mentions(config.exclude_objects):
                 counts["excluded_seeds"] += 1
             else:
                 records.extend(_run_episode(sim, expert, embodiment, config, seed, counts, first, rng,
@@ -298,6 +295,25 @@ def collect(out_dir: str | Path, config: CollectConfig,
     return summary
 
 
+#: Share of steps whose executed action gets ``action_noise`` (see _perturbed).
+NOISY_STEP_FRACTION = 0.25
+
+
+def _perturbed(action: dict, embodiment: Any, noise: float, rng: np.random.Generator) -> dict:
+    """``action``, on a random quarter of the steps with N(0, noise) added to x, y, z (kept in bounds).
+
+    Only a quarter: the expert's contact phases wait for a few mm of precision,
+    which noise on every step would keep it from ever reaching.
+    """
+    if noise <= 0.0 or rng.random() >= NOISY_STEP_FRACTION:
+        return action
+    out = dict(action)
+    for dim in embodiment.dims:
+        if dim.name in ("x", "y", "z") and dim.name in out:
+            out[dim.name] = float(np.clip(out[dim.name] + rng.normal(0.0, noise), dim.low, dim.high))
+    return out
+
+
 def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, seed: int,
                  counts: dict[str, int], first: np.ndarray, rng: np.random.Generator, path: Path,
                  vqa_dir: Path) -> list[dict[str, Any]]:
@@ -310,6 +326,11 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
     expert.reset()
     frames: list[tuple[np.ndarray, str | None]] = []
     image = first
+    # Executing a noisy version of the expert's action while recording the clean one (DART)
+    # puts states off the expert's path in the data, labelled with the way back, which a
+    # cloned policy needs once its own small errors compound.  Own stream: the VQA draws
+    # from ``rng`` stay the same whatever the noise.
+    noise_rng = np.random.default_rng([config.seed, seed, 1])
     error = False
     for step in range(config.max_steps):
         if step:
@@ -326,9 +347,10 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
                     action=output.action, control_rate_hz=rate, ee_position=pose.position,
                     ee_quaternion=pose.quaternion, backend="expert",
                     inference_ms=output.timings.get("total", 0.0))
-        sim.apply_action(output.action, rate)
         if output.action.get("terminate"):
+            sim.apply_action(output.action, rate)
             break
+        sim.apply_action(_perturbed(output.action, embodiment, config.action_noise, noise_rng), rate)
     success = bool(sim.success()) and not error
     counts["expert_errors"] += int(error)
     counts["successes"] += int(success)
