@@ -40,6 +40,8 @@ def test_eval_with_the_expert_prints_a_table_and_writes_json(tmp_path):
     (["--tasks", "pick,fly"], "tasks: unknown task kind 'fly' (expected some of pick, move_near, push, place_on)"),
     (["--episodes", "0"], "--episodes: expected an integer >= 1, got 0"),
     (["--tasks", "pick,pick"], "tasks: a task kind is listed twice"),
+    (["--image-size", "8"], "--image-size: expected 16..1024 pixels, got 8"),
+    (["--exclude-objects", "plaid"], "--exclude-objects: 'plaid' is no colour"),
 ])
 def test_bad_eval_arguments_are_one_line_errors(args, message):
     done = _cli("--backend", "expert", *args)
