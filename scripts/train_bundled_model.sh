@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Reproduce the bundled simulator VLA (models/rt2_tabletop, the demo's default policy):
-# simulator expert episodes (purple objects kept out, DART-style action noise) + simulator VQA
-# (purple included), co-fine-tuned from scratch on the CPU.  With ROBOT_ONLY=1 it trains the
-# robot-only baseline of the seen/unseen experiment instead (no VQA in the mixture).
-# See docs/training.md sections 6 and 7 for what each step does and the figures.
+# Train the simulator VLA meant to be bundled as models/rt2_tabletop: simulator expert episodes
+# (purple objects kept out, DART-style action noise) + simulator VQA (purple included),
+# co-fine-tuned from scratch on the CPU.  With ROBOT_ONLY=1 it trains the robot-only baseline of
+# the seen/unseen experiment instead (no VQA in the mixture).
+# `make demo` uses models/rt2_tabletop by default as soon as it exists (OUT=... to train elsewhere).
+# The model this recipe trains does not solve the tasks yet: docs/training.md sections 6 and 7.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${DATA:-data/sim450}"
