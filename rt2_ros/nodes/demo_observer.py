@@ -23,7 +23,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.action import ActionClient
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
@@ -87,19 +87,29 @@ class DemoObserver:
         n.create_subscription(TwistStamped, stack.TWIST_TOPIC, self._on_twist, COMMAND_QOS)
         n.create_subscription(Float64, stack.GRIPPER_TOPIC, self._on_gripper, COMMAND_QOS)
         n.create_subscription(DiagnosticArray, stack.DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
-        self._client = ActionClient(n, ExecuteInstruction, stack.EXECUTE_ACTION)
-        # One thread: the goal request is sent from it (start_goal), so its response
-        # cannot be handled before rclpy has registered the request (on Jazzy a
-        # response handled in that window is dropped as unexpected).
-        self._executor = SingleThreadedExecutor(context=self._context)
+        # Two threads for the topics, so a burst of camera frames does not delay the
+        # receipt times the latency figures come from.
+        self._executor = MultiThreadedExecutor(num_threads=2, context=self._context)
         self._executor.add_node(n)
-        self._thread = threading.Thread(target=self._spin, name="demo-observer", daemon=True)
-        self._thread.start()
+        # The goal client on its own node and single-threaded executor: the goal request is
+        # sent from that thread (start_goal), so its response cannot be handled before
+        # rclpy has registered the request (on Jazzy a response handled in that window is
+        # dropped as unexpected).
+        self._goal_node = Node(f"rt2_demo_goal_{os.getpid()}", context=self._context)
+        self._client = ActionClient(self._goal_node, ExecuteInstruction, stack.EXECUTE_ACTION)
+        self._goal_executor = SingleThreadedExecutor(context=self._context)
+        self._goal_executor.add_node(self._goal_node)
+        self._threads = [threading.Thread(target=self._spin, args=(executor,), name=name, daemon=True)
+                         for executor, name in ((self._executor, "demo-observer"),
+                                                (self._goal_executor, "demo-goal"))]
+        for thread in self._threads:
+            thread.start()
         self._goal_handle: Any = None
 
-    def _spin(self) -> None:
+    @staticmethod
+    def _spin(executor: Any) -> None:
         try:
-            self._executor.spin()
+            executor.spin()
         except ExternalShutdownException:
             pass
         except Exception:  # noqa: BLE001 - rclpy can raise RCLError while the context shuts down
@@ -226,7 +236,7 @@ class DemoObserver:
             sent = self._client.send_goal_async(goal)
             sent.add_done_callback(lambda done: handle.set_result(done.result()))
 
-        self._executor.create_task(send)
+        self._goal_executor.create_task(send)
         return handle
 
     def result_future(self, goal_future: Any) -> Any:
@@ -267,7 +277,10 @@ class DemoObserver:
     def close(self) -> None:
         """Stop spinning and release the node and the context."""
         rclpy.try_shutdown(context=self._context)
-        self._thread.join(timeout=10.0)
+        for thread in self._threads:
+            thread.join(timeout=10.0)
         self._executor.shutdown()
+        self._goal_executor.shutdown()
         self._client.destroy()
+        self._goal_node.destroy_node()
         self.node.destroy_node()
