@@ -347,17 +347,19 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
                     action=output.action, control_rate_hz=rate, ee_position=pose.position,
                     ee_quaternion=pose.quaternion, backend="expert",
                     inference_ms=output.timings.get("total", 0.0))
-        if output.action.get("terminate"):
-            sim.apply_action(output.action, rate)
+        terminate = bool(output.action.get("terminate"))
+        executed = output.action if terminate else _perturbed(output.action, embodiment,
+                                                               config.action_noise, noise_rng)
+        sim.apply_action(executed, rate)
+        if terminate:
             break
-        sim.apply_action(_perturbed(output.action, embodiment, config.action_noise, noise_rng), rate)
     success = bool(sim.success()) and not error
     counts["expert_errors"] += int(error)
     counts["successes"] += int(success)
     counts["steps"] += writer.steps
     writer.close(EpisodeInfo(instruction=text, success=success, embodiment=embodiment.name,
                              control_rate_hz=rate, source="sim-expert", seed=seed, task_kind=sim.task.kind,
-                             objects=tuple(n for n in (sim.task.object, sim.task.reference) if n)))
+                             objects=sim.task.objects))
     records = []
     holding = [i for i, (_, held) in enumerate(frames) if held]
     empty = [i for i, (_, held) in enumerate(frames) if not held and i > 0]
