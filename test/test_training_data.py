@@ -8,6 +8,7 @@ import pytest
 
 from rt2_ros.action_language import load_embodiment
 from rt2_ros.cli import main
+from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.episodes import EpisodeBagWriter, EpisodeInfo, EpisodeTopics, find_episodes, read_episode
 from rt2_ros.training.samples import robot_samples, vqa_samples
@@ -106,6 +107,17 @@ def test_exclude_objects_keeps_them_out_of_episodes_not_vqa(tmp_path):
     assert info.success is False, "one step is not enough: the episode is kept and marked failed"
     vqa = (tmp_path / "d" / "vqa" / "vqa.jsonl").read_text()
     assert any(c in vqa for c in ("red", "blue", "green"))
+
+
+def test_collect_refuses_an_exclude_term_that_matches_no_object(tmp_path, capsys):
+    from rt2_ros.training.sim_data import CollectConfig
+
+    code = main(["collect", "--episodes", "1", "--out", str(tmp_path / "d"), "--exclude-objects", "purple, plaid"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--exclude-objects: 'plaid' is no colour" in err[0]
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(ConfigError, match=r"exclude_objects\[0\]: expected one of .*got 'Purple'"):
+        CollectConfig(episodes=1, exclude_objects=("Purple",))
 
 
 def test_collect_refuses_a_directory_with_data(collected, capsys):

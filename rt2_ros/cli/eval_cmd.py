@@ -71,24 +71,12 @@ def _policy(args: argparse.Namespace, sim: Any) -> Any:
         scripted_loop=args.backend == "scripted"))
 
 
-def _object_terms(option: str, text: str) -> list[str]:
-    """``"purple, red cube"`` -> ``["purple", "red cube"]``; ConfigError for a term no object matches."""
-    from rt2_ros.sim.scene import COLORS, SHAPES
-
-    known = {*COLORS, *SHAPES, *(f"{c} {s}" for c in COLORS for s in SHAPES)}
-    terms = [" ".join(t.lower().split()) for t in text.split(",") if t.strip()]
-    for term in terms:
-        if term not in known:
-            raise ConfigError(f"{option}: {term!r} is no colour ({', '.join(COLORS)}), shape "
-                              f"({', '.join(SHAPES)}) or object name of the simulator")
-    return terms
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, write the JSON."""
     from pathlib import Path
 
     from rt2_ros.sim.evaluation import evaluate, parse_task_list, read_training_data
+    from rt2_ros.sim.scene import parse_object_terms
     from rt2_ros.sim.tasks import load_task_library
 
     kinds = parse_task_list(args.tasks, load_task_library().kinds)
@@ -112,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 16 <= args.image_size <= 1024:
         raise ConfigError(f"--image-size: expected 16..1024 pixels, got {args.image_size}")
-    objects = _object_terms("--objects", args.objects)
-    excluded = _object_terms("--exclude-objects", args.exclude_objects)
+    objects = list(parse_object_terms("--objects", args.objects))
+    excluded = list(parse_object_terms("--exclude-objects", args.exclude_objects))
     config = SimConfig(image_size=(args.image_size, args.image_size), shadows=not args.no_shadows)
     with TabletopSim(args.seed, task=None, config=config) as sim:
         policy = _policy(args, sim)

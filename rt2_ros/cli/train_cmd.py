@@ -136,9 +136,10 @@ def register(subparsers: Any) -> None:
 def run_collect(args: argparse.Namespace) -> int:
     """``rt2-ros collect``."""
     from rt2_ros.cli import print_json
+    from rt2_ros.sim.scene import parse_object_terms
     from rt2_ros.training.sim_data import CollectConfig, collect
 
-    exclude = tuple(t.strip() for t in args.exclude_objects.split(",") if t.strip())
+    exclude = parse_object_terms("--exclude-objects", args.exclude_objects)
     config = CollectConfig(episodes=args.episodes, seed=args.seed, image_size=args.image_size,
                            shadows=args.shadows, control_rate_hz=args.control_rate_hz, max_steps=args.max_steps,
                            embodiment=args.embodiment, task=args.task, vqa_scenes=args.vqa_scenes,

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rt2_ros.errors import ConfigError
 from rt2_ros.sim.errors import SimError
 
 __all__ = ["COLORS", "SHAPES", "ObjectSpec", "SceneSpec", "generate_scene", "build_mjcf",
            "TABLE_EXTENT", "SPAWN_REGION", "HOME_POSITION", "FINGER_MAX_OPENING",
            "FINGER_HALF_THICKNESS", "FINGER_PAD_BOTTOM", "HEAD_CAMERA", "WRIST_CAMERA",
-           "look_at_xyaxes"]
+           "OBJECT_TERMS", "look_at_xyaxes", "parse_object_terms"]
 
 #: Object colours (RGB 0..1), chosen to stay distinct from each other, the table and the floor.
 COLORS: dict[str, tuple[float, float, float]] = {
@@ -35,6 +36,9 @@ COLORS: dict[str, tuple[float, float, float]] = {
     "orange": (1.00, 0.50, 0.00),
 }
 SHAPES = ("cube", "cylinder", "sphere")
+#: What selects objects (``rt2-ros collect/eval --exclude-objects``, ``TaskSpec.mentions``):
+#: a colour, a shape or a whole object name.
+OBJECT_TERMS = frozenset({*COLORS, *SHAPES, *(f"{c} {s}" for c in COLORS for s in SHAPES)})
 
 #: Table top extent in the base frame: (x_min, x_max, y_min, y_max).
 TABLE_EXTENT = (0.15, 0.85, -0.45, 0.45)
@@ -168,6 +172,17 @@ def generate_scene(seed: int, num_objects: tuple[int, int] = (3, 4), attempt: in
         objects.append(ObjectSpec(str(color), shape, size, (x, y, half_height),
                                   round(yaw, 4)))
     return SceneSpec(int(seed), tuple(objects), int(attempt))
+
+
+def parse_object_terms(key: str, text: str) -> tuple[str, ...]:
+    """``"purple, Red  cube"`` -> ``("purple", "red cube")``; ConfigError naming ``key`` for a term
+    no object of the simulator matches (a typo would otherwise select nothing, silently)."""
+    terms = tuple(" ".join(t.lower().split()) for t in text.split(",") if t.strip())
+    for term in terms:
+        if term not in OBJECT_TERMS:
+            raise ConfigError(f"{key}: {term!r} is no colour ({', '.join(COLORS)}), shape "
+                           f"({', '.join(SHAPES)}) or object name of the simulator")
+    return terms
 
 
 def look_at_xyaxes(position, target, up=(0.0, 0.0, 1.0)) -> tuple[float, ...]:

@@ -683,6 +683,26 @@ class TabletopSim:
         mujoco.mju_mat2Quat(quat, self.data.cam_xmat[cam])
         return Pose(self.data.cam_xpos[cam].copy(), quat)
 
+    def project_points(self, points: Sequence[Sequence[float]], camera: str = HEAD_CAMERA,
+                       size: tuple[int, int] | None = None) -> np.ndarray:
+        """Pixel coordinates (column, row), shape (N, 2), of base-frame ``points`` (N, 3) in
+        ``camera``'s image at ``size`` (height, width; default ``config.image_size``).
+
+        Row 0 is the top of the image, as in :meth:`render`; points behind the camera are
+        not rejected (every object of a scene is in front of both cameras).
+        """
+        points = np.asarray(points, dtype=float).reshape(-1, 3)
+        if not np.all(np.isfinite(points)):
+            raise SimError(f"points: expected finite (x, y, z) rows, got {points.tolist()!r}")
+        fx, fy, cx, cy = self.camera_intrinsics(camera, size)
+        pose = self.camera_pose(camera)
+        rotation = np.zeros(9)
+        mujoco.mju_quat2Mat(rotation, np.asarray(pose.quaternion, dtype=float))
+        # Camera frame: x right, y up, looking along -z (MuJoCo's convention).
+        in_camera = (points - pose.position) @ rotation.reshape(3, 3)
+        depth = -in_camera[:, 2]
+        return np.stack([cx + fx * in_camera[:, 0] / depth, cy - fy * in_camera[:, 1] / depth], axis=1)
+
     def close(self) -> None:
         """Release the renderers' GL contexts (the sim can still step; render re-creates them)."""
         _close_renderers(self._renderers)

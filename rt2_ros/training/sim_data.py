@@ -113,8 +113,10 @@ class CollectConfig:
         expect_number("action_noise", self.action_noise, low=0.0, high=0.05)
         if not isinstance(self.exclude_objects, tuple):
             object.__setattr__(self, "exclude_objects", tuple(self.exclude_objects))
+        from rt2_ros.sim.scene import OBJECT_TERMS
+
         for i, term in enumerate(self.exclude_objects):
-            expect_str(f"exclude_objects[{i}]", term, allow_empty=False)
+            expect_str(f"exclude_objects[{i}]", term, choices=sorted(OBJECT_TERMS))
         if self.episodes == 0 and self.vqa_scenes <= 0:
             raise ConfigError("episodes: expected at least one episode or vqa_scenes > 0, got 0 and "
                               f"{self.vqa_scenes}")
@@ -132,23 +134,11 @@ class _Seen:
     xy: tuple[float, float]
 
 
-def _project_u(sim: Any, camera: str, points: np.ndarray, width: int) -> np.ndarray:
-    """Pixel columns of base-frame ``points`` (N, 3) in ``camera`` (MuJoCo camera: looks along -z)."""
-    pose = sim.camera_pose(camera)
-    w, x, y, z = pose.quaternion
-    rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-    in_camera = (points - pose.position) @ rotation
-    fx, _, cx, _ = sim.camera_intrinsics(camera, (width, width))
-    return cx + fx * in_camera[:, 0] / -in_camera[:, 2]
-
-
 def _seen_objects(sim: Any, camera: str, width: int) -> list[_Seen]:
     poses = sim.object_poses()
     specs = sim.scene.objects
     points = np.array([poses[o.name].position for o in specs])
-    columns = _project_u(sim, camera, points, width)
+    columns = sim.project_points(points, camera, (width, width))[:, 0]
     return [_Seen(o.name, o.color, o.shape, float(u), (float(p[0]), float(p[1])))
             for o, u, p in zip(specs, columns, points)]
 
