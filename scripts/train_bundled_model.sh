@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Train the simulator VLA meant to be bundled as models/rt2_tabletop: simulator expert episodes
+# Train the simulator VLA meant to become the bundled model: simulator expert episodes
 # (purple objects kept out, DART-style action noise) + simulator VQA (purple included),
 # co-fine-tuned from scratch on the CPU.  With ROBOT_ONLY=1 it trains the robot-only baseline of
 # the seen/unseen experiment instead (no VQA in the mixture).
-# `make demo` uses models/rt2_tabletop by default as soon as it exists (OUT=... to train elsewhere).
+# It trains into models/rt2_tabletop_cofinetuned (OUT=... elsewhere), not models/rt2_tabletop:
+# `make demo` runs whatever checkpoint sits there, so a model is bundled by copying it there
+# only after `rt2-ros eval` has shown it solves the seen tasks.
 # The model this recipe trains does not solve the tasks yet: docs/training.md sections 6 and 7.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ if [ "${ROBOT_ONLY:-0}" = 1 ]; then
   out="${OUT:-models/rt2_tabletop_robot_only}"
 else
   mix=(--vqa "$data" --robot-fraction 0.66)
-  out="${OUT:-models/rt2_tabletop}"
+  out="${OUT:-models/rt2_tabletop_cofinetuned}"
 fi
 .venv/bin/rt2-ros train --from-scratch small --data "$data" "${mix[@]}" \
     --out "$out" --max-steps "$steps" --batch-size 16 --lr 1e-3 \
