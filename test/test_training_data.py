@@ -251,17 +251,64 @@ def test_vqa_jsonl_errors_name_the_line_and_key(tmp_path):
     assert samples.records[0]["offset"] == samples.records[1]["offset"], "one image stored once"
 
 
-def test_hf_datasets_directories_need_the_optional_package(tmp_path):
-    from rt2_ros.errors import ConfigError
-    from rt2_ros.training.vqa_data import read_hf_vqa
+def _save_vqa_dataset(path, rows, splits=None):
+    """A ``save_to_disk`` directory of (image array, question, answer) rows (a DatasetDict with ``splits``)."""
+    import datasets
+    from PIL import Image
 
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="needs the 'datasets' package"):
-            read_hf_vqa(tmp_path)
-    else:  # pragma: no cover - depends on the environment
-        pytest.skip("datasets is installed")
+    datasets.disable_progress_bars()
+    features = datasets.Features({"picture": datasets.Image(), "q": datasets.Value("string"),
+                                  "answers": datasets.Sequence(datasets.Value("string"))})
+    data = datasets.Dataset.from_dict({"picture": [Image.fromarray(image) for image, _, _ in rows],
+                                       "q": [q for _, q, _ in rows], "answers": [a for _, _, a in rows]},
+                                      features=features)
+    if splits:
+        data = datasets.DatasetDict({name: data.select(indices) for name, indices in splits.items()})
+    data.save_to_disk(str(path))
+
+
+def test_hf_datasets_directories_become_vqa_samples(tmp_path):
+    from rt2_ros.training.vqa_data import is_hf_dataset_dir, iter_vqa_source, read_hf_vqa
+
+    rows = [(np.full((40, 60, 3), 10, np.uint8), "what color is the wall?", ["grey", "gray"]),
+            (np.full((40, 60, 3), 200, np.uint8), "is it  bright?", ["yes"])]
+    _save_vqa_dataset(tmp_path / "one", rows)
+    _save_vqa_dataset(tmp_path / "dict", rows, splits={"train": [0], "validation": [1]})
+    columns = {"image_column": "picture", "question_column": "q", "answer_column": "answers"}
+    assert is_hf_dataset_dir(tmp_path / "one") and is_hf_dataset_dir(tmp_path / "dict")
+
+    items = read_hf_vqa(tmp_path / "one", **columns)
+    assert [(i.question, i.answer) for i in items] == [("what color is the wall?", "grey"), ("is it bright?", "yes")]
+    assert items[1].load().shape == (40, 60, 3) and items[1].load().mean() == 200
+    validation = iter_vqa_source(tmp_path / "dict", split="validation", **columns)
+    assert [i.answer for i in validation] == ["yes"]
+
+    # Through the cache, as `rt2-ros train --vqa DIR --hf-split validation` reads it.
+    samples = vqa_samples([tmp_path / "dict"], image_size=20, hf_options={"split": "validation", **columns})
+    assert [(r["question"], r["answer"]) for r in samples.records] == [("is it bright?", "yes")]
+    assert samples.image(0).shape == (20, 30, 3) and samples.image(0).mean() == 200
+
+    with pytest.raises(VqaError, match=r"dict: split 'test' not found \(splits: train, validation\)"):
+        read_hf_vqa(tmp_path / "dict", split="test", **columns)
+    with pytest.raises(VqaError, match=r"one: column 'image' not found \(columns: picture, q, answers\)"):
+        read_hf_vqa(tmp_path / "one")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "state.json").write_text("{}")
+    with pytest.raises(VqaError, match=r"broken: cannot load the dataset"):
+        read_hf_vqa(tmp_path / "broken")
+
+
+def test_train_names_the_hf_columns_it_reads(tmp_path, capsys):
+    from rt2_ros.training.trainer import TrainConfig
+
+    _save_vqa_dataset(tmp_path / "one", [(np.zeros((8, 8, 3), np.uint8), "what?", ["that"])])
+    code = main(["train", "--out", str(tmp_path / "o"), "--from-scratch", "tiny", "--vqa", str(tmp_path / "one"),
+                 "--robot-fraction", "0", "--hf-image-column", "picture", "--hf-question-column", "question",
+                 "--hf-answer-column", "answers", "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and "column 'question' not found (columns: picture, q, answers)" in err[-1]
+    with pytest.raises(ConfigError, match="hf_answer_column: expected a non-empty string"):
+        TrainConfig(output_dir="x", vqa=("v",), robot_fraction=0.0, from_scratch="tiny", hf_answer_column="")
 
 
 def test_image_encodings_convert_to_rgb():

@@ -107,6 +107,9 @@ def register(subparsers: Any) -> None:
     train.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     train.add_argument("--trust-remote-code", action="store_true")
     train.add_argument("--hf-split", default="train", help="datasets directories: the split (default: train)")
+    for column in ("image", "question", "answer"):
+        train.add_argument(f"--hf-{column}-column", default=column, metavar="NAME",
+                           help=f"datasets directories: the {column} column (default: {column})")
     train.add_argument("--training-args", default="{}",
                        help="more transformers TrainingArguments as JSON, e.g. '{\"fsdp\": \"full_shard\"}'")
     train.set_defaults(func=run_train)
@@ -184,7 +187,8 @@ def run_train(args: argparse.Namespace) -> int:
         outcomes=args.outcomes, action_source=args.action_source, control_rate_hz=args.control_rate_hz,
         cache_dir=args.cache_dir, seed=args.seed, bf16=args.bf16, use_cpu=args.cpu,
         num_workers=args.num_workers, trust_remote_code=args.trust_remote_code, hf_split=args.hf_split,
-        extra=extra)
+        hf_image_column=args.hf_image_column, hf_question_column=args.hf_question_column,
+        hf_answer_column=args.hf_answer_column, extra=extra)
     # The Trainer prints its logs and progress on stdout; stdout carries only the final JSON.
     with contextlib.redirect_stdout(sys.stderr):
         summary = train(config, log=_log)

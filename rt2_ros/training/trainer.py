@@ -137,6 +137,8 @@ class TrainConfig:
         for key in ("bf16", "use_cpu", "trust_remote_code"):
             expect_bool(key, getattr(self, key))
         expect_str("dataset_name", self.dataset_name, allow_empty=False)
+        for key in ("hf_split", "hf_image_column", "hf_question_column", "hf_answer_column"):
+            expect_str(key, getattr(self, key), allow_empty=False)
         if not isinstance(self.extra, dict):
             raise ConfigError(f"extra: expected a mapping of TrainingArguments, got {self.extra!r}")
 
