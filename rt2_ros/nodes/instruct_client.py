@@ -2,6 +2,14 @@
 
 The client spins its own single-threaded executor in the calling thread, so
 Ctrl-C arrives as KeyboardInterrupt where the caller can cancel the goal.
+
+Feedback is read from the action's feedback topic (``<action>/_action/feedback``,
+part of every ROS 2 action's wire interface) by a subscription of our own,
+not through ``send_goal_async``'s callback: feedback and result travel on
+different channels, so the last step's feedback can arrive after the result,
+and rclpy drops a goal's feedback callback as soon as its result is in.  With
+our own subscription the client waits briefly for the steps the result
+counts.
 """
 from __future__ import annotations
 
@@ -29,6 +37,8 @@ __all__ = ["InstructionClient", "STATUS_NAMES"]
 # Without an answer to the goal request after this long, the client looks for
 # the goal's feedback to tell a lost reply from a goal that never arrived.
 GOAL_RESPONSE_TIMEOUT_S = 3.0
+# How long after the result the client still waits for feedback of the steps the result counts.
+FEEDBACK_AFTER_RESULT_S = 1.0
 
 STATUS_NAMES = {
     GoalStatus.STATUS_SUCCEEDED: "succeeded",
@@ -50,6 +60,20 @@ class InstructionClient:
         self._goal_handle: Any = None
         self._result: Any = None
         self._sent: Any = None
+        self._goal_uuid = b""
+        self._feedback_count = 0
+        self._on_feedback: Callable[[Any], None] | None = None
+        # Depth 10, reliable, volatile: rcl's default for an action's feedback topic.
+        self._feedback_sub = self.node.create_subscription(
+            ExecuteInstruction.Impl.FeedbackMessage, f"{action_name}/_action/feedback",
+            self._feedback_message, 10)
+
+    def _feedback_message(self, message: Any) -> None:
+        if bytes(message.goal_id.uuid) != self._goal_uuid:
+            return
+        self._feedback_count += 1
+        if self._on_feedback is not None:
+            self._on_feedback(message.feedback)
 
     def wait_for_server(self, timeout_s: float) -> bool:
         """True once the action server is discovered, False after ``timeout_s``."""
@@ -69,24 +93,16 @@ class InstructionClient:
         """
         goal = ExecuteInstruction.Goal(instruction=instruction, max_steps=int(max_steps),
                                        timeout_s=float(timeout_s))
-
-        feedback_seen = threading.Event()
-
-        def feedback(message: Any) -> None:
-            feedback_seen.set()
-            if on_feedback is not None:
-                on_feedback(message.feedback)
-
         goal_id = UUID(uuid=list(uuid.uuid4().bytes))
-        self._sent = self.client.send_goal_async(goal, feedback_callback=feedback,
-                                                 goal_uuid=goal_id)
+        self._goal_uuid, self._feedback_count, self._on_feedback = bytes(goal_id.uuid), 0, on_feedback
+        self._sent = self.client.send_goal_async(goal, goal_uuid=goal_id)
         deadline = time.monotonic() + GOAL_RESPONSE_TIMEOUT_S
         handle = None
         while handle is None:
             self._spin_until(self._sent, stop, until=deadline)
             if self._sent.done():
                 handle = self._sent.result()
-            elif feedback_seen.is_set():
+            elif self._feedback_count:
                 # The server runs the goal (its feedback arrives) but its answer to
                 # the request was lost: a reply sent before DDS discovery matched
                 # this client's reader.  Follow the goal by its id.
@@ -101,7 +117,11 @@ class InstructionClient:
         self._goal_handle = handle
         self._result = handle.get_result_async()
         self._spin_until(self._result, stop)
-        return self._result_dict()
+        outcome = self._result_dict()
+        deadline = time.monotonic() + FEEDBACK_AFTER_RESULT_S
+        while self._feedback_count < outcome["steps"] and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+        return outcome
 
     def _spin_until(self, future: Any, stop: threading.Event | None,
                     until: float = math.inf) -> None:
@@ -145,6 +165,7 @@ class InstructionClient:
     def close(self) -> None:
         """Release the node and the ROS context."""
         self.executor.shutdown()
+        self.node.destroy_subscription(self._feedback_sub)
         self.client.destroy()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self._context)
