@@ -63,7 +63,8 @@ def register(subparsers: Any) -> None:
                        help="build a small VLM from a config instead (what runs on a CPU)")
     train.add_argument("--out", required=True, help="output checkpoint directory")
     train.add_argument("--data", action="append", default=[],
-                       help="episode bags: a collect output, a directory of bags or one bag (repeatable)")
+                       help="robot episodes: a collect output, a directory of bags, one bag or a LeRobot v3 "
+                            "dataset directory (repeatable)")
     train.add_argument("--vqa", action="append", default=[],
                        help="VQA data: a JSONL file, a collect output or a datasets directory (repeatable)")
     train.add_argument("--robot-fraction", type=float, default=0.5,
@@ -107,6 +108,11 @@ def register(subparsers: Any) -> None:
     train.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     train.add_argument("--trust-remote-code", action="store_true")
     train.add_argument("--hf-split", default="train", help="datasets directories: the split (default: train)")
+    train.add_argument("--lerobot-camera", default="", metavar="FEATURE",
+                       help="LeRobot datasets in --data: the image/video feature to train on (default: the only one)")
+    train.add_argument("--lerobot-action-map", default="", metavar="DIM=INDEX,...",
+                       help="LeRobot datasets: action vector index of each embodiment dim, e.g. "
+                            "'x=0,y=1,z=2,roll=3,pitch=4,yaw=5,gripper=6' (default: by the action's names)")
     for column in ("image", "question", "answer"):
         train.add_argument(f"--hf-{column}-column", default=column, metavar="NAME",
                            help=f"datasets directories: the {column} column (default: {column})")
@@ -188,7 +194,8 @@ def run_train(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, seed=args.seed, bf16=args.bf16, use_cpu=args.cpu,
         num_workers=args.num_workers, trust_remote_code=args.trust_remote_code, hf_split=args.hf_split,
         hf_image_column=args.hf_image_column, hf_question_column=args.hf_question_column,
-        hf_answer_column=args.hf_answer_column, extra=extra)
+        hf_answer_column=args.hf_answer_column, lerobot_camera=args.lerobot_camera,
+        lerobot_action_map=args.lerobot_action_map, extra=extra)
     # The Trainer prints its logs and progress on stdout; stdout carries only the final JSON.
     with contextlib.redirect_stdout(sys.stderr):
         summary = train(config, log=_log)

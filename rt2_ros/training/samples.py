@@ -12,6 +12,9 @@ cache directory::
                                "objects"
                         vqa:   "question", "answer", "source"
 
+Robot sources are directories of rosbag2 episodes or LeRobot v3 dataset
+directories (:mod:`rt2_ros.training.lerobot_data`).
+
 ``key`` holds everything the samples depend on (source files with sizes and
 modification times, image size, embodiment, action source, outcome filter),
 so a changed source or option builds a new cache and an unchanged one loads
@@ -34,7 +37,9 @@ import numpy as np
 
 from rt2_ros.action_language import Embodiment
 from rt2_ros.errors import ConfigError
-from rt2_ros.training.episodes import EpisodeTopics, find_episodes, read_episode
+from rt2_ros.training.episodes import Episode, EpisodeTopics, find_episodes, read_episode
+from rt2_ros.training.lerobot_data import (LeRobotOptions, is_lerobot_dir, lerobot_episode_count,
+                                           read_lerobot_episodes)
 from rt2_ros.training.vqa_data import VqaItem, iter_vqa_source
 
 __all__ = ["SAMPLES_FORMAT", "OUTCOME_FILTERS", "SampleSet", "resize_shorter_side", "robot_samples",
@@ -184,9 +189,10 @@ def _default_cache_base(first_source: Path) -> Path:
 def robot_samples(sources: Sequence[str | Path], embodiment: Embodiment, image_size: int, *,
                   cache_dir: str | Path | None = None, topics: EpisodeTopics | None = None,
                   action_source: str = "auto", outcomes: str = "success",
-                  control_rate_hz: float | None = None,
+                  control_rate_hz: float | None = None, lerobot: LeRobotOptions | None = None,
                   progress: Callable[[int, int], None] | None = None) -> tuple[SampleSet, dict[str, Any]]:
-    """Robot samples of every episode under ``sources``, cached.
+    """Robot samples of every episode under ``sources`` (rosbag2 episode directories or LeRobot v3
+    datasets, read with ``lerobot``), cached.
 
     Returns the samples and a summary (episodes used / skipped by outcome,
     actions without an image).  Raises ConfigError when no sample remains.
@@ -196,52 +202,71 @@ def robot_samples(sources: Sequence[str | Path], embodiment: Embodiment, image_s
     if not sources:
         raise ConfigError("data: expected at least one episode directory, got none")
     roots = [Path(s) for s in sources]
-    found = [(root, path) for root in roots for path in find_episodes(root)]
+    datasets = [root for root in roots if is_lerobot_dir(root)]
+    found = [(root, path) for root in roots if root not in datasets for path in find_episodes(root)]
     episodes = [path for _, path in found]
-    if not episodes:
-        raise ConfigError(f"data: no episode bags (directories with metadata.yaml) under "
-                          f"{', '.join(str(r) for r in roots)}")
+    if not episodes and not datasets:
+        raise ConfigError(f"data: no episode bags (directories with metadata.yaml) or LeRobot v3 datasets "
+                          f"(meta/info.json) under {', '.join(str(r) for r in roots)}")
     topics = topics or EpisodeTopics()
+    lerobot = lerobot or LeRobotOptions()
     key = {"kind": "robot", "image_size": image_size, "embodiment": embodiment.to_dict(),
            "topics": vars(topics), "action_source": action_source, "outcomes": outcomes,
            "control_rate_hz": control_rate_hz, "sources": source_fingerprint(episodes)}
+    if datasets:
+        key["lerobot"] = {"camera": lerobot.camera, "action_map": [list(p) for p in lerobot.action_map],
+                          "sources": source_fingerprint(datasets)}
     base = Path(cache_dir) if cache_dir else _default_cache_base(roots[0])
     directory = _cache_dir(base, "robot", key)
     samples = _load(directory, key)
     if samples is not None:
         summary = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))["summary"]
     else:
-        summary = {"episodes": len(episodes), "used": 0, "excluded_by_outcome": 0,
-                   "actions_without_image": 0, "samples": 0}
+        summary = {"episodes": 0, "used": 0, "excluded_by_outcome": 0, "actions_without_image": 0,
+                   "samples": 0}
+        total = len(found) + sum(lerobot_episode_count(root) for root in datasets)
+
+        def read_all() -> Iterable[tuple[str, Episode]]:
+            number = 0
+            for root, path in found:
+                if progress is not None:
+                    progress(number, total)
+                number += 1
+                yield (str(path.relative_to(root)) if path != root else path.name,
+                       read_episode(path, embodiment, topics=topics, action_source=action_source,
+                                    control_rate_hz=control_rate_hz))
+            for root in datasets:
+                for episode in read_lerobot_episodes(root, embodiment, lerobot):
+                    if progress is not None:
+                        progress(number, total)
+                    number += 1
+                    yield f"{root.name}/{episode.path.name}", episode
+
         # The generator fills the summary in; the manifest is written after it has run.
-        samples = _build(directory, "robot", key, _robot_generator(found, embodiment, image_size, topics,
-                                                                   action_source, outcomes, control_rate_hz,
-                                                                   summary, progress),
+        samples = _build(directory, "robot", key, _robot_generator(read_all(), image_size, outcomes, summary),
                          {"summary": summary})
     if not len(samples):
+        hint = ""
+        if summary["excluded_by_outcome"] and outcomes == "success":
+            hint = (" (episodes that record no outcome, e.g. LeRobot datasets, count only with outcomes "
+                    "not-failed or all)")
         raise ConfigError(f"data: no training samples: {summary['episodes']} episodes, "
-                          f"{summary['excluded_by_outcome']} excluded by outcomes={outcomes!r}, "
+                          f"{summary['excluded_by_outcome']} excluded by outcomes={outcomes!r}{hint}, "
                           f"{summary['actions_without_image']} actions without a matching image")
     return samples, summary
 
 
-def _robot_generator(found: list[tuple[Path, Path]], embodiment: Embodiment, image_size: int,
-                     topics: EpisodeTopics, action_source: str, outcomes: str, control_rate_hz: float | None,
-                     summary: dict[str, Any], progress: Callable[[int, int], None] | None
-                     ) -> Iterable[tuple[np.ndarray, dict[str, Any]]]:
-    """Samples of every episode in ``found`` ((root, bag) pairs), counting into ``summary``."""
-    for number, (root, path) in enumerate(found):
-        if progress is not None:
-            progress(number, len(found))
-        episode = read_episode(path, embodiment, topics=topics, action_source=action_source,
-                               control_rate_hz=control_rate_hz)
+def _robot_generator(episodes: Iterable[tuple[str, Episode]], image_size: int, outcomes: str,
+                     summary: dict[str, Any]) -> Iterable[tuple[np.ndarray, dict[str, Any]]]:
+    """Samples of every ``(name, episode)``, counting into ``summary``."""
+    for name, episode in episodes:
+        summary["episodes"] += 1
         success = episode.info.success
         if (outcomes == "success" and success is not True) or (outcomes == "not-failed" and success is False):
             summary["excluded_by_outcome"] += 1
             continue
         summary["used"] += 1
         summary["actions_without_image"] += episode.skipped
-        name = str(path.relative_to(root)) if path != root else path.name
         for index, step in enumerate(episode.steps):
             summary["samples"] += 1
             yield resize_shorter_side(step.image, image_size), {

@@ -37,6 +37,7 @@ from rt2_ros.policy.profiles import PROFILES, read_checkpoint_metadata, resolve_
 from rt2_ros.training.checkpoint import (BOUNDS_CHOICES, SCHEME_CHOICES, action_statistics, checkpoint_metadata,
                                          choose_scheme, fit_embodiment, reinitialize_rows)
 from rt2_ros.training.episodes import ACTION_SOURCES
+from rt2_ros.training.lerobot_data import LeRobotOptions, parse_action_map
 from rt2_ros.training.samples import OUTCOME_FILTERS, SampleSet
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
 
@@ -89,6 +90,8 @@ class TrainConfig:
     hf_image_column: str = "image"
     hf_question_column: str = "question"
     hf_answer_column: str = "answer"
+    lerobot_camera: str = ""                   # LeRobot datasets: the camera feature ("" = the only one)
+    lerobot_action_map: str = ""               # LeRobot datasets: "x=0,y=1,..." ("" = by action names)
     trust_remote_code: bool = False
     extra: dict[str, Any] = field(default_factory=dict)   # more TrainingArguments, passed through
 
@@ -139,6 +142,9 @@ class TrainConfig:
         expect_str("dataset_name", self.dataset_name, allow_empty=False)
         for key in ("hf_split", "hf_image_column", "hf_question_column", "hf_answer_column"):
             expect_str(key, getattr(self, key), allow_empty=False)
+        expect_str("lerobot_camera", self.lerobot_camera)
+        expect_str("lerobot_action_map", self.lerobot_action_map)
+        parse_action_map("lerobot_action_map", self.lerobot_action_map)
         if not isinstance(self.extra, dict):
             raise ConfigError(f"extra: expected a mapping of TrainingArguments, got {self.extra!r}")
 
@@ -184,9 +190,11 @@ def prepare_data(config: TrainConfig, embodiment: Embodiment, image_size: int,
     cache = config.cache_dir or None
     if config.data:
         started = time.perf_counter()
+        lerobot = LeRobotOptions(config.lerobot_camera,
+                                 parse_action_map("lerobot_action_map", config.lerobot_action_map))
         robot, summary = robot_samples(config.data, embodiment, image_size, cache_dir=cache,
                                        action_source=config.action_source, outcomes=config.outcomes,
-                                       control_rate_hz=config.control_rate_hz or None)
+                                       control_rate_hz=config.control_rate_hz or None, lerobot=lerobot)
         train, test = _split_robot(robot, config.eval_episodes, config.seed)
         out["robot"] = (robot.subset(train), robot.subset(test))
         out["summary"]["robot"] = {**summary, "train_samples": len(train), "eval_samples": len(test),
