@@ -133,3 +133,43 @@ def test_dataset_reencodes_actions_in_another_embodiment():
     assert same[1].tokens == records[1][1]["tokens"]
     assert refit[1].tokens == fitted.encode(records[1][1]["action"])
     assert refit[1].tokens != same[1].tokens
+
+
+def test_grounding_marks_the_points_image_token_and_the_answer_predicting_positions(paligemma):
+    from rt2_ros.training.collate import GROUNDING_KEYS
+
+    rng = np.random.default_rng(1)
+    exs = [Example("vqa", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), "where is the red cube?",
+                   answer="200 30", point=(0.8, 0.1)),
+           *examples()[:2]]
+    plain, _ = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True).collate_with_meta(exs)
+    assert not set(GROUNDING_KEYS) & set(plain), "off by default: the batch is only model inputs"
+    batch, meta = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
+                              grounding=True).collate_with_meta(exs)
+    image_positions = torch.nonzero(batch["input_ids"][0] == paligemma.processor.image_token_id).flatten()
+    grid = int(len(image_positions) ** 0.5)
+    assert grid * grid == len(image_positions) > 1
+    # (0.8, 0.1): column int(0.8 * grid), row int(0.1 * grid) of the patch grid, row-major.
+    expected = image_positions[int(0.1 * grid) * grid + int(0.8 * grid)]
+    assert batch["grounding_target"].tolist() == [int(expected), -1, -1]
+    queries = batch["grounding_queries"]
+    start, length = meta.answer_start[0], meta.answer_length[0]
+    assert torch.nonzero(queries[0]).flatten().tolist() == list(range(start - 1, start - 1 + length))
+    assert not queries[1:].any()
+    # The positions that predict the answer are those whose next label is an answer token.
+    assert (batch["labels"][0, torch.nonzero(queries[0]).flatten() + 1] != IGNORE_INDEX).all()
+
+
+def test_grounding_loss_is_minus_log_the_attention_on_the_point():
+    from rt2_ros.training.trainer import grounding_loss
+
+    length = 6
+    attentions = torch.full((2, 2, length, length), 1.0 / length)
+    target = torch.tensor([3, -1])
+    queries = torch.zeros(2, length, dtype=torch.bool)
+    queries[0, 4:] = True
+    assert float(grounding_loss(attentions, target, queries)) == pytest.approx(np.log(length))
+    focused = torch.zeros_like(attentions)
+    focused[:, :, :, 3] = 1.0
+    assert float(grounding_loss(focused, target, queries)) == pytest.approx(0.0, abs=1e-6)
+    assert float(grounding_loss(attentions, torch.tensor([-1, -1]), queries)) == 0.0

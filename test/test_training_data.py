@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ ARM = load_embodiment("rt2_arm")
 def collected(tmp_path_factory):
     out = tmp_path_factory.mktemp("collect") / "data"
     code = main(["collect", "--episodes", "2", "--seed", "11", "--out", str(out), "--image-size", "48",
-                 "--max-steps", "60", "--vqa-scenes", "3", "--questions-per-scene", "12"])
+                 "--max-steps", "60", "--vqa-scenes", "3", "--questions-per-scene", "13"])
     assert code == 0
     return out
 
@@ -62,7 +63,7 @@ def test_grounded_vqa_answers_match_the_scene(collected):
     records = [json.loads(line) for line in (collected / "vqa" / "vqa.jsonl").read_text().splitlines()]
     assert len(items) == len(records) >= 3 * 6
     kinds = {r["kind"] for r in records}
-    assert {"count", "caption", "holding"} <= kinds
+    assert {"count", "caption", "holding", "point"} <= kinds
     checked = 0
     for record in records:
         image = items[records.index(record)].load()
@@ -70,13 +71,13 @@ def test_grounded_vqa_answers_match_the_scene(collected):
         if record["kind"] == "holding":
             assert record["answer"] == "nothing" or record["answer"].startswith("the ")
             continue
-        scene = generate_scene(record["seed"])
+        scene = generate_scene(record["seed"], attempt=record["attempt"])
         names = scene.names
         question, answer = record["question"], record["answer"]
         if record["kind"] == "count":
             assert answer == str(len(names))
         elif record["kind"] == "exists":
-            name = question.removeprefix("is there a ").removeprefix("n ").removesuffix(" on the table?")
+            name = re.fullmatch(r"is there an? (.+) on the table\?", question).group(1)
             assert answer == ("yes" if name in names else "no")
         elif record["kind"] == "shape_of_color":
             color = question.split()[4]
@@ -90,6 +91,18 @@ def test_grounded_vqa_answers_match_the_scene(collected):
             assert answer == ("left" if y > 0 else "right")
         elif record["kind"] == "caption":
             assert all(name in answer for name in names)
+        elif record["kind"] == "point":
+            name = question.removeprefix("where is the ").removesuffix("?")
+            x, y = record["point"]
+            assert answer == f"{int(x * 256)} {int(y * 256)}"
+            # The point is on the object: its pixel shows the object's colour.
+            r, g, b = image[int(y * 48), int(x * 48)].astype(int)
+            color = scene.object(name).color
+            assert {"red": r > g + 40 and r > b + 40, "green": g > r + 30 and g > b + 30,
+                    "blue": b > r + 40 and b > g + 30, "yellow": r > b + 60 and g > b + 60,
+                    "orange": r > g + 30 and g > b + 10, "purple": r > g + 30 and b > g + 30}[color], \
+                (name, (r, g, b))
+            assert items[records.index(record)].point == (x, y)
         else:
             continue
         checked += 1

@@ -108,6 +108,11 @@ def register(subparsers: Any) -> None:
     train.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     train.add_argument("--trust-remote-code", action="store_true")
     train.add_argument("--hf-split", default="train", help="datasets directories: the split (default: train)")
+    train.add_argument("--grounding-weight", type=float, default=0.0, metavar="W",
+                       help="add W x -log(attention on the answer's image patch) for VQA items with a point "
+                            "(the simulator's 'where is the X?' questions); 0 = off (docs/training.md)")
+    train.add_argument("--grounding-layer", type=int, default=-1,
+                       help="decoder layer whose attention the grounding loss supervises (-1: the middle one)")
     train.add_argument("--lerobot-camera", default="", metavar="FEATURE",
                        help="LeRobot datasets in --data: the image/video feature to train on (default: the only one)")
     train.add_argument("--lerobot-action-map", default="", metavar="DIM=INDEX,...",
@@ -194,7 +199,8 @@ def run_train(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, seed=args.seed, bf16=args.bf16, use_cpu=args.cpu,
         num_workers=args.num_workers, trust_remote_code=args.trust_remote_code, hf_split=args.hf_split,
         hf_image_column=args.hf_image_column, hf_question_column=args.hf_question_column,
-        hf_answer_column=args.hf_answer_column, lerobot_camera=args.lerobot_camera,
+        hf_answer_column=args.hf_answer_column, grounding_weight=args.grounding_weight,
+        grounding_layer=args.grounding_layer, lerobot_camera=args.lerobot_camera,
         lerobot_action_map=args.lerobot_action_map, extra=extra)
     # The Trainer prints its logs and progress on stdout; stdout carries only the final JSON.
     with contextlib.redirect_stdout(sys.stderr):

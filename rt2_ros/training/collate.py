@@ -20,6 +20,12 @@ Every sample becomes ``prompt ids + answer ids + eos``:
 
 Sequences are right-padded after the answer, so every real token keeps the
 position it has at inference.
+
+With ``grounding=True`` the batch also carries, for VQA samples that have a
+``point`` (where in the image the answer is), ``grounding_target``: the
+position of the image token whose patch holds the point (-1 for rows without
+one), and ``grounding_queries``: the positions whose logits predict the answer.
+The trainer pops both before the forward pass (see ``TrainConfig.grounding_weight``).
 """
 from __future__ import annotations
 
@@ -34,11 +40,14 @@ from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
 from rt2_ros.policy.profiles import PROFILES
 from rt2_ros.training.samples import SampleSet
 
-__all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "Example", "MixtureDataset", "Rt2Collator", "BatchMeta"]
+__all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "GROUNDING_KEYS", "Example", "MixtureDataset", "Rt2Collator",
+           "BatchMeta"]
 
 IGNORE_INDEX = -100
 #: Model types whose attention is prefix-LM, switched by token_type_ids (0 = prefix, 1 = suffix).
 PREFIX_LM_MODEL_TYPES = ("paligemma",)
+#: Batch entries that are not model inputs (``Rt2Collator(grounding=True)``).
+GROUNDING_KEYS = ("grounding_target", "grounding_queries")
 
 
 @dataclass
@@ -50,6 +59,7 @@ class Example:
     text: str                       # instruction (robot) or question (vqa)
     tokens: list[int] | None = None
     answer: str | None = None
+    point: tuple[float, float] | None = None   # vqa: where the answer is, (x, y) fractions of the image
 
 
 class MixtureDataset:
@@ -98,7 +108,9 @@ class MixtureDataset:
                            tokens=self._tokens[index])
         index -= self.robot_count
         record = self.vqa.records[index]
-        return Example("vqa", np.asarray(self.vqa.image(index)), record["question"], answer=record["answer"])
+        point = record.get("point")
+        return Example("vqa", np.asarray(self.vqa.image(index)), record["question"], answer=record["answer"],
+                       point=tuple(point) if point else None)
 
 
 @dataclass
@@ -115,7 +127,8 @@ class Rt2Collator:
     """Build a batch of model inputs from :class:`Example` items (see the module doc)."""
 
     def __init__(self, processor: Any, scheme: TokenScheme, *, profile: str = "rt2",
-                 prefix_lm: bool = False, add_eos: bool = True, max_length: int | None = None):
+                 prefix_lm: bool = False, add_eos: bool = True, max_length: int | None = None,
+                 grounding: bool = False):
         if profile not in PROFILES:
             raise ConfigError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
         self.processor = processor
@@ -130,6 +143,8 @@ class Rt2Collator:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         self.max_length = max_length
+        self.grounding = grounding
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
 
     def prompt_text(self, example: Example) -> str:
         """The text given to the processor with the image (what the policy gives at inference)."""
@@ -197,4 +212,27 @@ class Rt2Collator:
         inputs.update(input_ids=input_ids, attention_mask=attention, labels=labels)
         if token_types is not None:
             inputs["token_type_ids"] = token_types
+        if self.grounding:
+            inputs.update(self._grounding(examples, input_ids, meta))
         return inputs, meta
+
+    def _grounding(self, examples: Sequence[Example], input_ids: Any, meta: BatchMeta) -> dict[str, Any]:
+        """``grounding_target`` / ``grounding_queries`` (see the module doc)."""
+        import torch
+
+        target = torch.full((len(examples),), -1, dtype=torch.long)
+        queries = torch.zeros(input_ids.shape, dtype=torch.bool)
+        for row, example in enumerate(examples):
+            if example.point is None:
+                continue
+            positions = torch.nonzero(input_ids[row] == self.image_token_id).flatten()
+            grid = int(round(len(positions) ** 0.5))
+            if grid * grid != len(positions) or grid == 0:
+                raise ConfigError(f"grounding: needs a square grid of image tokens, the processor gives "
+                                  f"{len(positions)}")
+            x, y = example.point
+            column, line = (min(int(f * grid), grid - 1) for f in (x, y))
+            target[row] = positions[line * grid + column]
+            start = meta.answer_start[row]
+            queries[row, start - 1:start - 1 + meta.answer_length[row]] = True
+        return {"grounding_target": target, "grounding_queries": queries}

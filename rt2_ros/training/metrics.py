@@ -9,7 +9,11 @@ deployed model does as long as it is right, so:
   error**: mean |predicted bin - label bin| over continuous dims;
 * **VQA exact match**: at every answer position (end-of-sequence included)
   the argmax over free-text ids (the policy's ``answer`` mask) equals the
-  label - exactly "greedy decoding reproduces the answer".
+  label - exactly "greedy decoding reproduces the answer";
+* **VQA point error**: for items with a ``point`` whose answer is two integers
+  (the simulator's "where is the X?": column and row in 256ths of the image),
+  the mean |predicted - true| of both numbers read from those argmax tokens;
+  an answer that is not two integers counts 128 (half the range).
 
 Only the logits of the answer positions are computed (``logits_to_keep``),
 so a 257k-token vocabulary costs a few answer positions, not the sequence.
@@ -19,9 +23,17 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from rt2_ros.action_language import Embodiment, TokenScheme
-from rt2_ros.training.collate import IGNORE_INDEX, MixtureDataset, Rt2Collator
+from rt2_ros.training.collate import GROUNDING_KEYS, IGNORE_INDEX, MixtureDataset, Rt2Collator
 
 __all__ = ["evaluate_model"]
+
+
+def _two_integers(text: str | None) -> tuple[int, int] | None:
+    """``"120 37"`` -> (120, 37); None unless the text is exactly two integers."""
+    parts = (text or "").split()
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
 
 
 def _to_device(inputs: dict[str, Any], device: Any, dtype: Any) -> dict[str, Any]:
@@ -43,7 +55,8 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
     """Metrics of ``model`` on ``dataset`` (all samples, or ``indices``); see the module doc.
 
     Returns ``loss`` (mean answer-token cross entropy), ``action_token_accuracy``,
-    ``action_exact_match``, ``action_bin_error``, ``vqa_exact_match`` and the sample counts.
+    ``action_exact_match``, ``action_bin_error``, ``vqa_exact_match``, ``vqa_point_error`` and the
+    sample counts (a metric with nothing to measure is NaN).
     """
     import torch
 
@@ -56,7 +69,8 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
     bin_of = {i: scheme.id_to_bin(i) for ids in scheme.allowed_ids(embodiment) for i in ids}
     free_mask = free_mask.to(device)
     totals = {"loss": 0.0, "tokens": 0, "action_tokens": 0, "action_correct": 0, "actions": 0,
-              "actions_exact": 0, "bin_error": 0.0, "bin_count": 0, "vqa": 0, "vqa_exact": 0}
+              "actions_exact": 0, "bin_error": 0.0, "bin_count": 0, "vqa": 0, "vqa_exact": 0,
+              "point_error": 0.0, "points": 0}
     was_training = model.training
     model.eval()
     try:
@@ -64,6 +78,8 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
             examples = [dataset[i] for i in indices[start:start + batch_size]]
             inputs, meta = collator.collate_with_meta(examples)
             labels = inputs.pop("labels")
+            for key in GROUNDING_KEYS:
+                inputs.pop(key, None)
             # Positions whose logits predict an answer token: the one before each label.
             predicting = [list(range(s - 1, s - 1 + n + (1 if collator.eos_id is not None else 0)))
                           for s, n in zip(meta.answer_start, meta.answer_length)]
@@ -96,6 +112,12 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
                     chosen = rows.masked_fill(~free_mask, float("-inf")).argmax(-1)
                     totals["vqa"] += 1
                     totals["vqa_exact"] += int(bool((chosen == targets).all()))
+                    wanted = _two_integers(examples[row].answer) if examples[row].point else None
+                    if wanted is not None:
+                        got = _two_integers(collator.tokenizer.decode(chosen[:meta.answer_length[row]].tolist()))
+                        totals["point_error"] += (128.0 if got is None else
+                                                  (abs(got[0] - wanted[0]) + abs(got[1] - wanted[1])) / 2)
+                        totals["points"] += 1
     finally:
         model.train(was_training)
 
@@ -104,5 +126,6 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
 
     return {"loss": ratio("loss", "tokens"), "action_token_accuracy": ratio("action_correct", "action_tokens"),
             "action_exact_match": ratio("actions_exact", "actions"), "action_bin_error": ratio("bin_error", "bin_count"),
-            "vqa_exact_match": ratio("vqa_exact", "vqa"), "robot_samples": float(totals["actions"]),
+            "vqa_exact_match": ratio("vqa_exact", "vqa"), "vqa_point_error": ratio("point_error", "points"),
+            "robot_samples": float(totals["actions"]),
             "vqa_samples": float(totals["vqa"])}

@@ -5,12 +5,12 @@ dominate a CPU training run, so each data source is converted once into a
 cache directory::
 
     <cache>/<kind>-<key>/
-        manifest.json   {"format": "rt2_ros.samples/2", "kind": "robot"|"vqa", "key": {...}, "count": N, ...}
+        manifest.json   {"format": "rt2_ros.samples/3", "kind": "robot"|"vqa", "key": {...}, "count": N, ...}
         pixels.npy      every image's RGB bytes, concatenated (uint8, memory-mapped when read)
         index.jsonl     one record per sample: "offset", "shape" (H, W, 3) into pixels.npy, and
                         robot: "episode", "step", "instruction", "tokens", "action", "success",
                                "objects"
-                        vqa:   "question", "answer", "source"
+                        vqa:   "question", "answer", "source", optionally "point"
 
 Robot sources are directories of rosbag2 episodes or LeRobot v3 dataset
 directories (:mod:`rt2_ros.training.lerobot_data`).
@@ -45,7 +45,7 @@ from rt2_ros.training.vqa_data import VqaItem, iter_vqa_source
 __all__ = ["SAMPLES_FORMAT", "OUTCOME_FILTERS", "SampleSet", "resize_shorter_side", "robot_samples",
            "vqa_samples", "source_fingerprint"]
 
-SAMPLES_FORMAT = "rt2_ros.samples/2"
+SAMPLES_FORMAT = "rt2_ros.samples/3"
 #: Which episodes become training data: ``success`` only, ``not-failed`` (success or unknown), ``all``.
 OUTCOME_FILTERS = ("success", "not-failed", "all")
 
@@ -299,6 +299,9 @@ def vqa_samples(sources: Sequence[str | Path], image_size: int, *, cache_dir: st
                 progress(number, len(items))
             image = None if item.image_id == previous else resize_shorter_side(item.load(), image_size)
             previous = item.image_id
-            yield image, {"question": item.question, "answer": item.answer, "source": item.source}
+            record = {"question": item.question, "answer": item.answer, "source": item.source}
+            if item.point is not None:
+                record["point"] = list(item.point)
+            yield image, record
 
     return _build(directory, "vqa", key, generate(), {})

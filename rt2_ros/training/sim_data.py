@@ -50,12 +50,15 @@ from rt2_ros.training.vqa_data import write_vqa_jsonl
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
 
 __all__ = ["CollectConfig", "collect", "scene_questions", "CAPTION_QUESTION", "HOLDING_QUESTION",
-           "QUESTION_KINDS", "vocabulary_words"]
+           "POINT_BINS", "QUESTION_KINDS", "vocabulary_words"]
 
 CAPTION_QUESTION = "describe the image"
 HOLDING_QUESTION = "what is the gripper holding?"
 QUESTION_KINDS = ("count", "color_of_shape", "shape_of_color", "left_of", "right_of", "closest",
-                  "exists", "leftmost", "rightmost", "side", "caption", "count_shape")
+                  "exists", "leftmost", "rightmost", "side", "caption", "count_shape", "point")
+#: "where is the {object}?" is answered with the object's centre as two of the 256 integer
+#: words: column and row, each 0..255 across the image.
+POINT_BINS = 256
 # Objects this close to the image centre (fraction of the width) are neither left nor right.
 _CENTRE_BAND = 0.08
 _PLURAL = {"cube": "cubes", "cylinder": "cylinders", "sphere": "spheres"}
@@ -72,7 +75,8 @@ def vocabulary_words() -> list[str]:
              "what color is the object left of the ?", "what color is the object right of the ?",
              "what shape is the object?", "which object is closest to the ?", "is there a on the table?",
              "what is the leftmost object?", "what is the rightmost object?",
-             "is the on the left or the right?", "how many are on the table?", "yes no nothing the a an and",
+             "is the on the left or the right?", "how many are on the table?", "where is the ?",
+             "yes no nothing the a an and",
              " ".join(_PLURAL.values())]
     words: list[str] = []
     for text in [*templates, *fixed, *COLORS, *SHAPES, *DIRECTIONS]:
@@ -132,15 +136,16 @@ class _Seen:
     shape: str
     u: float            # pixel column of the object's centre
     xy: tuple[float, float]
+    v: float = 0.0      # pixel row of the object's centre
 
 
 def _seen_objects(sim: Any, camera: str, width: int) -> list[_Seen]:
     poses = sim.object_poses()
     specs = sim.scene.objects
     points = np.array([poses[o.name].position for o in specs])
-    columns = sim.project_points(points, camera, (width, width))[:, 0]
-    return [_Seen(o.name, o.color, o.shape, float(u), (float(p[0]), float(p[1])))
-            for o, u, p in zip(specs, columns, points)]
+    pixels = sim.project_points(points, camera, (width, width))
+    return [_Seen(o.name, o.color, o.shape, float(uv[0]), (float(p[0]), float(p[1])), float(uv[1]))
+            for o, uv, p in zip(specs, pixels, points)]
 
 
 def _with_article(name: str) -> str:
@@ -152,10 +157,15 @@ def _article_list(names: list[str]) -> str:
 
 
 def scene_questions(objects: list[_Seen], width: int, rng: np.random.Generator, count: int,
-                    all_colors: list[str], all_shapes: list[str]) -> list[tuple[str, str, str]]:
-    """Up to ``count`` (kind, question, answer) triples about a scene, kinds drawn without repetition."""
+                    all_colors: list[str], all_shapes: list[str]
+                    ) -> list[tuple[str, str, str, tuple[float, float] | None]]:
+    """Up to ``count`` (kind, question, answer, point) about a scene, kinds drawn without repetition.
+
+    ``point`` is where the answer is in the image ((x, y) fractions of the width and height) for
+    questions about one object's place ("point"), else None.
+    """
     by_u = sorted(objects, key=lambda o: o.u)
-    candidates: dict[str, list[tuple[str, str]]] = {kind: [] for kind in QUESTION_KINDS}
+    candidates: dict[str, list[tuple]] = {kind: [] for kind in QUESTION_KINDS}
     candidates["count"].append(("how many objects are on the table?", str(len(objects))))
     candidates["caption"].append((CAPTION_QUESTION, _article_list([o.name for o in by_u]) + " on the table"))
     candidates["leftmost"].append(("what is the leftmost object?", f"the {by_u[0].name}"))
@@ -183,6 +193,9 @@ def scene_questions(objects: list[_Seen], width: int, rng: np.random.Generator, 
             if len(order) == 1 or distances[order[1]] - distances[order[0]] > 0.03:
                 candidates["closest"].append((f"which object is closest to the {obj.name}?",
                                               f"the {others[int(order[0])].name}"))
+        x, y = (min(max((c + 0.5) / width, 0.0), 1.0) for c in (obj.u, obj.v))
+        column, row = (min(int(f * POINT_BINS), POINT_BINS - 1) for f in (x, y))
+        candidates["point"].append((f"where is the {obj.name}?", f"{column} {row}", (round(x, 4), round(y, 4))))
         offset = obj.u - (width - 1) / 2
         if abs(offset) > _CENTRE_BAND * width:
             candidates["side"].append((f"is the {obj.name} on the left or the right?",
@@ -196,12 +209,12 @@ def scene_questions(objects: list[_Seen], width: int, rng: np.random.Generator, 
     candidates["exists"].append((f"is there {_with_article(name)} on the table?", "yes"))
     kinds = [k for k in QUESTION_KINDS if candidates[k]]
     chosen = rng.choice(len(kinds), size=min(count, len(kinds)), replace=False)
-    triples = []
+    chosen_items = []
     for index in sorted(int(i) for i in chosen):
         kind = kinds[index]
-        question, answer = candidates[kind][int(rng.integers(len(candidates[kind])))]
-        triples.append((kind, question, answer))
-    return triples
+        question, answer, *point = candidates[kind][int(rng.integers(len(candidates[kind])))]
+        chosen_items.append((kind, question, answer, point[0] if point else None))
+    return chosen_items
 
 
 # ----------------------------------------------------------------------------- collection
@@ -262,10 +275,15 @@ def collect(out_dir: str | Path, config: CollectConfig,
             image_name = f"images/scene_{seed:06d}.png"
             _save_png(vqa_dir / image_name, first)
             seen = _seen_objects(sim, config.camera, size)
-            for kind, question, answer in scene_questions(seen, size, rng, config.questions_per_scene,
-                                                          list(COLORS), list(SHAPES)):
-                records.append({"image": image_name, "question": question, "answer": answer,
-                                "kind": kind, "seed": seed})
+            for kind, question, answer, point in scene_questions(seen, size, rng, config.questions_per_scene,
+                                                                 list(COLORS), list(SHAPES)):
+                # seed + attempt name the scene (a task that does not fit a seed's first layout
+                # draws further ones: generate_scene(seed, attempt=...)).
+                record = {"image": image_name, "question": question, "answer": answer, "kind": kind,
+                          "seed": seed, "attempt": sim.scene.attempt}
+                if point is not None:
+                    record["point"] = list(point)
+                records.append(record)
             counts["vqa_scenes"] += 1
         if want_episode and task is not None:
             if task.mentions(config.exclude_objects):
@@ -360,5 +378,6 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
             name = f"images/episode_{seed:06d}_{index:03d}.png"
             _save_png(vqa_dir / name, image)
             records.append({"image": name, "question": HOLDING_QUESTION,
-                            "answer": f"the {held}" if held else "nothing", "kind": "holding", "seed": seed})
+                            "answer": f"the {held}" if held else "nothing", "kind": "holding", "seed": seed,
+                            "attempt": sim.scene.attempt})
     return records

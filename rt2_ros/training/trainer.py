@@ -90,6 +90,8 @@ class TrainConfig:
     hf_image_column: str = "image"
     hf_question_column: str = "question"
     hf_answer_column: str = "answer"
+    grounding_weight: float = 0.0              # weight of the attention-on-the-point loss (0 = off)
+    grounding_layer: int = -1                  # decoder layer whose attention it supervises (-1 = middle)
     lerobot_camera: str = ""                   # LeRobot datasets: the camera feature ("" = the only one)
     lerobot_action_map: str = ""               # LeRobot datasets: "x=0,y=1,..." ("" = by action names)
     trust_remote_code: bool = False
@@ -142,6 +144,8 @@ class TrainConfig:
         expect_str("dataset_name", self.dataset_name, allow_empty=False)
         for key in ("hf_split", "hf_image_column", "hf_question_column", "hf_answer_column"):
             expect_str(key, getattr(self, key), allow_empty=False)
+        expect_number("grounding_weight", self.grounding_weight, low=0.0, high=100.0)
+        expect_int("grounding_layer", self.grounding_layer, low=-1)
         expect_str("lerobot_camera", self.lerobot_camera)
         expect_str("lerobot_action_map", self.lerobot_action_map)
         parse_action_map("lerobot_action_map", self.lerobot_action_map)
@@ -279,6 +283,19 @@ def _make_trainer_class() -> Any:
             super().__init__(*args, **kwargs)
             self.rt2 = rt2
 
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            target = inputs.pop("grounding_target", None)
+            queries = inputs.pop("grounding_queries", None)
+            layer = self.rt2.get("grounding_layer")
+            if layer is None or target is None or not bool((target >= 0).any()):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            outputs = model(**inputs, output_attentions=True)
+            hint = grounding_loss(outputs.attentions[layer], target.to(outputs.loss.device),
+                                  queries.to(outputs.loss.device))
+            loss = outputs.loss + self.rt2["grounding_weight"] * hint
+            return (loss, outputs) if return_outputs else loss
+
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             return MixtureSampler(dataset.robot_count, dataset.vqa_count, self._train_batch_size,
@@ -302,6 +319,47 @@ def _make_trainer_class() -> Any:
                 write_checkpoint_metadata(output_dir or self.args.output_dir, self.rt2["metadata"])
 
     return Rt2Trainer
+
+
+def _grounding_setup(config: TrainConfig, model: Any, log: Callable[[str], None]) -> int | None:
+    """The decoder layer the grounding loss supervises (None when it is off); switches the model to
+    eager attention, the one implementation that returns attention weights."""
+    from rt2_ros.training.collate import PREFIX_LM_MODEL_TYPES
+
+    if not config.grounding_weight:
+        return None
+    if model.config.model_type not in PREFIX_LM_MODEL_TYPES:
+        # Points map onto the patch grid only when the processor resizes the whole image onto it
+        # (SigLIP's does; CLIP's crops the centre).
+        raise ConfigError(f"grounding_weight: supported for {', '.join(PREFIX_LM_MODEL_TYPES)} models, "
+                          f"got {model.config.model_type!r}")
+    layers = int(model.config.get_text_config().num_hidden_layers)
+    layer = layers // 2 if config.grounding_layer < 0 else config.grounding_layer
+    if layer >= layers:
+        raise ConfigError(f"grounding_layer: expected -1 or 0..{layers - 1} (the decoder's layers), got {layer}")
+    model.set_attn_implementation("eager")
+    log(f"grounding: weight {config.grounding_weight} on decoder layer {layer}'s attention (eager attention)")
+    return layer
+
+
+def grounding_loss(attentions: Any, target: Any, queries: Any) -> Any:
+    """Mean over the rows with a point of -log(attention mass on the point's image token), averaged
+    over heads and over the positions that predict the answer.
+
+    attentions: (B, heads, L, L) of one layer; target: (B,) token positions, -1 = none;
+    queries: (B, L) bool.
+    """
+    import torch
+
+    rows = torch.nonzero(target >= 0).flatten()
+    if len(rows) == 0:
+        return attentions.new_zeros(())
+    losses = []
+    for row in rows:
+        on_point = attentions[row, :, :, target[row]].mean(0)          # (L,): per query position
+        mass = on_point[queries[row]].clamp_min(1e-6)
+        losses.append(-mass.log().mean())
+    return torch.stack(losses).mean()
 
 
 def _cap(samples: SampleSet | None, limit: int, seed: int) -> SampleSet | None:
@@ -376,7 +434,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         profile=config.profile, embodiment=embodiment, scheme=scheme, statistics=statistics,
         dataset=config.dataset_name, training_data=_training_data(robot_train)))
     prefix_lm = model.config.model_type in PREFIX_LM_MODEL_TYPES
-    collator = Rt2Collator(processor, scheme, profile=config.profile, prefix_lm=prefix_lm)
+    grounding_layer = _grounding_setup(config, model, log)
+    collator = Rt2Collator(processor, scheme, profile=config.profile, prefix_lm=prefix_lm,
+                           grounding=grounding_layer is not None)
     train_set = MixtureDataset(robot_train, vqa_train, embodiment, cache_embodiment)
     eval_set = MixtureDataset(_cap(robot_eval, config.eval_max_samples, config.seed),
                               _cap(vqa_eval, config.eval_max_samples, config.seed), embodiment, cache_embodiment)
@@ -403,7 +463,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         model=model, args=args, train_dataset=train_set, eval_dataset=eval_set if has_eval else None,
         data_collator=collator, processing_class=processor,
         rt2={"robot_fraction": config.robot_fraction, "scheme": scheme, "embodiment": embodiment,
-             "free_mask": free_mask, "metadata": metadata})
+             "free_mask": free_mask, "metadata": metadata, "grounding_weight": config.grounding_weight,
+             "grounding_layer": grounding_layer})
     log(f"training {model.config.model_type} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
         f"parameters) for {config.max_steps} steps of {config.batch_size * config.grad_accum} samples, "
         f"robot fraction {config.robot_fraction}")

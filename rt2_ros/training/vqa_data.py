@@ -45,6 +45,9 @@ class VqaItem:
     source: str
     image_id: str
     load: Callable[[], np.ndarray]
+    #: Where in the image the answer is, as (x, y) fractions of the width and height (optional):
+    #: what ``rt2-ros train --grounding-weight`` points the decoder's attention at.
+    point: tuple[float, float] | None = None
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -62,6 +65,15 @@ def _text(value: Any, where: str, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise VqaError(f"{where}: {key}: expected a non-empty string, got {value!r}")
     return " ".join(value.split())
+
+
+def _point(value: Any, where: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in value)):
+        raise VqaError(f"{where}: point: expected [x, y] fractions of the image in 0..1, got {value!r}")
+    return (float(value[0]), float(value[1]))
 
 
 def read_vqa_jsonl(path: str | Path) -> list[VqaItem]:
@@ -92,7 +104,8 @@ def read_vqa_jsonl(path: str | Path) -> list[VqaItem]:
             raise VqaError(f"{where}: image: no such file {str(image_path)!r}")
         items.append(VqaItem(question=_text(record["question"], where, "question"),
                              answer=_text(record["answer"], where, "answer"), source=where,
-                             image_id=str(image_path.resolve()), load=lambda p=image_path: load_image(p)))
+                             image_id=str(image_path.resolve()), load=lambda p=image_path: load_image(p),
+                             point=_point(record.get("point"), where)))
     if not items:
         raise VqaError(f"{path}: no VQA items")
     return items
