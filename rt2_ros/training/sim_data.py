@@ -193,9 +193,10 @@ def scene_questions(objects: list[_Seen], width: int, rng: np.random.Generator, 
             if len(order) == 1 or distances[order[1]] - distances[order[0]] > 0.03:
                 candidates["closest"].append((f"which object is closest to the {obj.name}?",
                                               f"the {others[int(order[0])].name}"))
-        x, y = (min(max((c + 0.5) / width, 0.0), 1.0) for c in (obj.u, obj.v))
+        # Pixel centres are at integer coordinates: (u + 0.5) / width is the fraction of the width.
+        x, y = (round(min(max((c + 0.5) / width, 0.0), 1.0), 4) for c in (obj.u, obj.v))
         column, row = (min(int(f * POINT_BINS), POINT_BINS - 1) for f in (x, y))
-        candidates["point"].append((f"where is the {obj.name}?", f"{column} {row}", (round(x, 4), round(y, 4))))
+        candidates["point"].append((f"where is the {obj.name}?", f"{column} {row}", (x, y)))
         offset = obj.u - (width - 1) / 2
         if abs(offset) > _CENTRE_BAND * width:
             candidates["side"].append((f"is the {obj.name} on the left or the right?",
