@@ -63,6 +63,53 @@ def test_objects_show_their_colour_where_they_project(sim, size):
         sim.project_points([[0.5, 0.0, float("nan")]])
 
 
+def test_same_seed_gives_the_same_scene_image_and_physics():
+    a = TabletopSim(4, task="push")
+    b = TabletopSim(4, task="push")
+    try:
+        assert a.scene == b.scene and a.task == b.task
+        assert np.array_equal(a.render(), b.render())
+        for s in (a, b):
+            s.apply_action({"x": 0.03, "y": -0.02, "z": -0.04, "yaw": 0.1, "gripper": 1.0}, 5.0)
+        for name, pose in a.object_poses().items():
+            assert np.array_equal(pose.position, b.object_poses()[name].position)
+        assert np.array_equal(a.ee_pose().position, b.ee_pose().position)
+        c = TabletopSim(5, task="push")
+        assert c.scene != a.scene
+        c.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_reset_to_a_new_scene_renders_like_a_fresh_sim(sim):
+    sim.reset(0, task=None)
+    sim.render()                    # the renderer exists, bound to scene 0
+    sim.reset(6, task=None)         # a different model: the renderer is re-pointed, not rebuilt
+    reused = sim.render()
+    with TabletopSim(6, task=None) as fresh:
+        assert np.array_equal(reused, fresh.render())
+
+
+def test_reset_puts_the_hand_home_open_and_time_at_zero(sim):
+    sim.apply_action({"x": 0.05, "gripper": 1.0}, 5.0)
+    sim.reset(3, task="pick")
+    assert sim.sim_time == 0.0
+    assert np.allclose(sim.ee_pose().position, HOME_POSITION, atol=2e-3)
+    assert np.allclose(sim.ee_pose().rpy, 0.0, atol=1e-3)
+    state = sim.gripper_state()
+    assert state.command == 0.0 and state.closedness < 0.02 and state.grasped is None
+    for obj in sim.scene.objects:   # resting where spawned
+        assert np.allclose(sim.object_poses()[obj.name].position, obj.position, atol=3e-3)
+
+
+def test_reset_rejects_bad_seeds_and_kinds(sim):
+    with pytest.raises(SimError, match="seed"):
+        sim.reset(-2)
+    with pytest.raises(SimError, match="unknown task kind 'fly'"):
+        sim.reset(1, task="fly")
+
+
 def test_camera_intrinsics_match_the_field_of_view(sim):
     fx, fy, cx, cy = sim.camera_intrinsics(size=(480, 640))
     assert fx == fy and cx == pytest.approx(319.5) and cy == pytest.approx(239.5)
