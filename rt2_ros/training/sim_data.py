@@ -135,8 +135,8 @@ class _Seen:
     color: str
     shape: str
     u: float            # pixel column of the object's centre
+    v: float            # pixel row of the object's centre
     xy: tuple[float, float]
-    v: float = 0.0      # pixel row of the object's centre
 
 
 def _seen_objects(sim: Any, camera: str, width: int) -> list[_Seen]:
@@ -144,7 +144,7 @@ def _seen_objects(sim: Any, camera: str, width: int) -> list[_Seen]:
     specs = sim.scene.objects
     points = np.array([poses[o.name].position for o in specs])
     pixels = sim.project_points(points, camera, (width, width))
-    return [_Seen(o.name, o.color, o.shape, float(uv[0]), (float(p[0]), float(p[1])), float(uv[1]))
+    return [_Seen(o.name, o.color, o.shape, float(uv[0]), float(uv[1]), (float(p[0]), float(p[1])))
             for o, uv, p in zip(specs, pixels, points)]
 
 
