@@ -106,8 +106,7 @@ class DemoObserver:
             thread.start()
         self._goal_handle: Any = None
 
-    @staticmethod
-    def _spin(executor: Any) -> None:
+    def _spin(self, executor: Any) -> None:
         try:
             executor.spin()
         except ExternalShutdownException:
