@@ -140,7 +140,7 @@ def test_grounding_marks_the_points_image_token_and_the_answer_predicting_positi
 
     rng = np.random.default_rng(1)
     exs = [Example("vqa", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), "where is the red cube?",
-                   answer="200 30", point=(0.8, 0.1)),
+                   answer="200 30", points=((0.8, 0.1),)),
            *examples()[:2]]
     plain, _ = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True).collate_with_meta(exs)
     assert not set(GROUNDING_KEYS) & set(plain), "off by default: the batch is only model inputs"
@@ -151,13 +151,51 @@ def test_grounding_marks_the_points_image_token_and_the_answer_predicting_positi
     assert grid * grid == len(image_positions) > 1
     # (0.8, 0.1): column int(0.8 * grid), row int(0.1 * grid) of the patch grid, row-major.
     expected = image_positions[int(0.1 * grid) * grid + int(0.8 * grid)]
-    assert batch["grounding_target"].tolist() == [int(expected), -1, -1]
+    assert batch["grounding_target"].tolist() == [[int(expected)], [-1], [-1]]
     queries = batch["grounding_queries"]
     start, length = meta.answer_start[0], meta.answer_length[0]
     assert torch.nonzero(queries[0]).flatten().tolist() == list(range(start - 1, start - 1 + length))
     assert not queries[1:].any()
     # The positions that predict the answer are those whose next label is an answer token.
     assert (batch["labels"][0, torch.nonzero(queries[0]).flatten() + 1] != IGNORE_INDEX).all()
+
+
+def test_grounding_of_a_robot_sample_marks_its_goal_and_gripper_patches(paligemma):
+    rng = np.random.default_rng(2)
+    robot = examples()[0]
+    robot.points = ((0.1, 0.9), (1.02, -0.01))   # the gripper just outside the frame: edge patch
+    vqa = Example("vqa", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), "where is the red cube?",
+                  answer="200 30", points=((0.8, 0.1),))
+    batch, meta = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
+                              grounding=True).collate_with_meta([robot, vqa])
+    image_positions = torch.nonzero(batch["input_ids"][0] == paligemma.processor.image_token_id).flatten()
+    grid = int(len(image_positions) ** 0.5)
+    goal = image_positions[int(0.9 * grid) * grid + int(0.1 * grid)]
+    gripper = image_positions[grid - 1]              # row 0, last column
+    vqa_point = image_positions[int(0.1 * grid) * grid + int(0.8 * grid)]
+    assert batch["grounding_target"].tolist() == [[int(goal), int(gripper)], [int(vqa_point), -1]]
+    start, length = meta.answer_start[0], meta.answer_length[0]
+    assert length == len(robot.tokens)
+    assert torch.nonzero(batch["grounding_queries"][0]).flatten().tolist() == list(range(start - 1, start - 1 + length))
+
+
+def test_grounding_loss_splits_the_heads_between_a_rows_points():
+    from rt2_ros.training.trainer import grounding_loss
+
+    length = 6
+    queries = torch.zeros(1, length, dtype=torch.bool)
+    queries[0, 4:] = True
+    split = torch.zeros(1, 3, length, length)
+    split[0, :2, :, 1] = 1.0     # heads 0 and 1 (the first group) on point 1
+    split[0, 2, :, 2] = 1.0      # head 2 on point 2
+    assert float(grounding_loss(split, torch.tensor([[1, 2]]), queries)) == pytest.approx(0.0, abs=1e-6)
+    swapped = torch.tensor([[2, 1]])
+    assert float(grounding_loss(split, swapped, queries)) > 10.0
+    # Half of the first group's attention on its point: (-log 0.5 + 0) / 2.
+    half = split.clone()
+    half[0, 0, :, 1] = 0.0
+    half[0, 0, :, 3] = 1.0
+    assert float(grounding_loss(half, torch.tensor([[1, 2]]), queries)) == pytest.approx(np.log(2) / 2)
 
 
 def test_grounding_loss_is_minus_log_the_attention_on_the_point():

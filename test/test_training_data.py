@@ -32,6 +32,7 @@ def test_collect_writes_successful_expert_episodes(collected):
     assert summary["episodes"] == 2 and summary["vqa_scenes"] == 3
     bags = find_episodes(collected)
     assert len(bags) == 2
+    goals, grippers = [], []
     for bag in bags:
         episode = read_episode(bag, ARM)
         info = episode.info
@@ -48,12 +49,45 @@ def test_collect_writes_successful_expert_episodes(collected):
         topics = mcap_io.bag_topics(bag)
         assert topics == {"/camera/image_raw": mcap_io.IMAGE, "/rt2/instruction": mcap_io.STRING,
                           "/rt2/action": mcap_io.RT2_ACTION, "/servo_node/delta_twist_cmds": mcap_io.TWIST_STAMPED,
-                          "/gripper/command": mcap_io.FLOAT64, "/ee_pose": mcap_io.POSE_STAMPED}
+                          "/gripper/command": mcap_io.FLOAT64, "/ee_pose": mcap_io.POSE_STAMPED,
+                          "/rt2/grounding/goal": mcap_io.POINT_STAMPED,
+                          "/rt2/grounding/gripper": mcap_io.POINT_STAMPED}
+        # Every step says where the action heads and where the gripper is; a grasping task's first
+        # goal is the named object, so its pixel shows the object's colour.
+        assert all(s.points is not None and set(s.points) == {"goal", "gripper"} for s in episode.steps)
+        assert all(-0.1 < v < 1.1 for s in episode.steps for p in s.points.values() for v in p)
+        goals.append(episode.steps[0].points["goal"])
+        grippers.append(episode.steps[0].points["gripper"])
+        if info.task_kind != "push":
+            x, y = episode.steps[0].points["goal"]
+            color = next(c for c in _COLOR_TESTS if c in info.objects[0])
+            assert _COLOR_TESTS[color](*episode.steps[0].image[int(y * 48), int(x * 48)].astype(int)), info.objects
+        # Terminating heads nowhere: the goal is the gripper itself.
+        assert episode.steps[-1].points["goal"] == episode.steps[-1].points["gripper"]
+    assert grippers[0] == grippers[1], "both episodes start from the home pose"
+    assert goals[0] != goals[1]
+
+
+#: Whether a pixel (r, g, b) shows each object colour of the simulator.
+_COLOR_TESTS = {"red": lambda r, g, b: r > g + 40 and r > b + 40, "green": lambda r, g, b: g > r + 30 and g > b + 30,
+                "blue": lambda r, g, b: b > r + 40 and b > g + 30, "yellow": lambda r, g, b: r > b + 60 and g > b + 60,
+                "orange": lambda r, g, b: r > g + 30 and g > b + 10, "purple": lambda r, g, b: r > g + 30 and b > g + 30}
 
 
 def _camera_depth_ratio(position):
     # Head camera at x = 0.02 looking along +x: image left is +y, scaled by depth.
     return position[1] / (position[0] - 0.02)
+
+
+def test_grounding_points_reach_the_training_examples(collected, tmp_path):
+    from rt2_ros.training.collate import MixtureDataset
+
+    samples, _ = robot_samples([collected], ARM, image_size=24, cache_dir=tmp_path / "cache")
+    episode = read_episode(find_episodes(collected)[0], ARM)
+    first = samples.records[0]
+    assert first["points"] == {name: list(point) for name, point in episode.steps[0].points.items()}
+    example = MixtureDataset(samples, None, ARM)[0]
+    assert example.points == (tuple(first["points"]["goal"]), tuple(first["points"]["gripper"]))
 
 
 def test_grounded_vqa_answers_match_the_scene(collected):
@@ -97,11 +131,7 @@ def test_grounded_vqa_answers_match_the_scene(collected):
             assert answer == f"{int(x * 256)} {int(y * 256)}"
             # The point is on the object: its pixel shows the object's colour.
             r, g, b = image[int(y * 48), int(x * 48)].astype(int)
-            color = scene.object(name).color
-            assert {"red": r > g + 40 and r > b + 40, "green": g > r + 30 and g > b + 30,
-                    "blue": b > r + 40 and b > g + 30, "yellow": r > b + 60 and g > b + 60,
-                    "orange": r > g + 30 and g > b + 10, "purple": r > g + 30 and b > g + 30}[color], \
-                (name, (r, g, b))
+            assert _COLOR_TESTS[scene.object(name).color](r, g, b), (name, (r, g, b))
             assert items[records.index(record)].point == (x, y)
         else:
             continue

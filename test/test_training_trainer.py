@@ -180,7 +180,8 @@ def _grounding_mass(checkpoint, records, images):
     policy = TransformersPolicy.from_pretrained(checkpoint, dtype="float32", device="cpu", warmup=False)
     policy.model.set_attn_implementation("eager")
     collator = Rt2Collator(policy.processor, policy.scheme, prefix_lm=True, grounding=True)
-    examples = [Example("vqa", images[r["image"]], r["question"], answer=r["answer"], point=tuple(r["point"]))
+    examples = [Example("vqa", images[r["image"]], r["question"], answer=r["answer"],
+                        points=(tuple(r["point"]),))
                 for r in records]
     batch = collator(examples)
     target, queries = batch.pop("grounding_target"), batch.pop("grounding_queries")

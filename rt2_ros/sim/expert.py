@@ -124,6 +124,9 @@ class ScriptedExpert:
         self._grip_offset = 0.0
         self._place_xy: tuple[float, float] | None = None
         self._wait = 0
+        #: TCP position the last action heads for (None before the first and once done): where the
+        #: simulator's collector tells a learning policy to look (grounding).
+        self.goal: np.ndarray | None = None
 
     @property
     def phase(self) -> str:
@@ -141,8 +144,10 @@ class ScriptedExpert:
         if not self._done and sim.success():
             self._done = True
         if self._done:
+            self.goal = None
             return self._action(np.zeros(3), np.zeros(3), sim.gripper_state().command, terminate=True)
         goal_pos, goal_yaw, gripper, step = self._plan()
+        self.goal = np.array(goal_pos, dtype=float)
         target = sim.ee_target_pose()
         delta = self._limit(np.asarray(goal_pos) - target.position, step)
         turn = quat_error(rpy_to_quat(0.0, 0.0, goal_yaw), target.quaternion)

@@ -21,11 +21,15 @@ Every sample becomes ``prompt ids + answer ids + eos``:
 Sequences are right-padded after the answer, so every real token keeps the
 position it has at inference.
 
-With ``grounding=True`` the batch also carries, for VQA samples that have a
-``point`` (where in the image the answer is), ``grounding_target``: the
-position of the image token whose patch holds the point (-1 for rows without
-one), and ``grounding_queries``: the positions whose logits predict the answer.
-The trainer pops both before the forward pass (see ``TrainConfig.grounding_weight``).
+With ``grounding=True`` the batch also carries, for samples with ``points``
+(VQA: where in the image the answer is; robot: where the action heads and
+where the gripper is, :data:`~rt2_ros.training.episodes.GROUNDING_POINTS`),
+``grounding_target``: (B, K) positions of the image tokens whose patches hold
+the points (-1 where a row has fewer), and ``grounding_queries``: the
+positions whose logits predict the answer.  The trainer pops both before the
+forward pass; :func:`~rt2_ros.training.trainer.grounding_loss` points the
+heads, split into as many groups as a row has points, one group per point
+(see ``TrainConfig.grounding_weight``).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from rt2_ros.action_language import Embodiment, TokenScheme
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
 from rt2_ros.policy.profiles import PROFILES
+from rt2_ros.training.episodes import GROUNDING_POINTS
 from rt2_ros.training.samples import SampleSet
 
 __all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "GROUNDING_KEYS", "Example", "MixtureDataset", "Rt2Collator",
@@ -59,7 +64,9 @@ class Example:
     text: str                       # instruction (robot) or question (vqa)
     tokens: list[int] | None = None
     answer: str | None = None
-    point: tuple[float, float] | None = None   # vqa: where the answer is, (x, y) fractions of the image
+    #: image points to attend to, (x, y) fractions of the image: vqa (where the answer is,),
+    #: robot (where the action heads, where the gripper is); None when the sample has none
+    points: tuple[tuple[float, float], ...] | None = None
 
 
 class MixtureDataset:
@@ -104,13 +111,15 @@ class MixtureDataset:
             raise IndexError(f"sample {index} outside 0..{len(self) - 1}")
         if index < self.robot_count:
             record = self.robot.records[index]
+            named = record.get("points")
+            points = tuple(tuple(named[n]) for n in GROUNDING_POINTS) if named else None
             return Example("robot", np.asarray(self.robot.image(index)), record["instruction"],
-                           tokens=self._tokens[index])
+                           tokens=self._tokens[index], points=points)
         index -= self.robot_count
         record = self.vqa.records[index]
         point = record.get("point")
         return Example("vqa", np.asarray(self.vqa.image(index)), record["question"], answer=record["answer"],
-                       point=tuple(point) if point else None)
+                       points=(tuple(point),) if point else None)
 
 
 @dataclass
@@ -220,19 +229,21 @@ class Rt2Collator:
         """``grounding_target`` / ``grounding_queries`` (see the module doc)."""
         import torch
 
-        target = torch.full((len(examples),), -1, dtype=torch.long)
+        width = max((len(e.points) for e in examples if e.points), default=1)
+        target = torch.full((len(examples), width), -1, dtype=torch.long)
         queries = torch.zeros(input_ids.shape, dtype=torch.bool)
         for row, example in enumerate(examples):
-            if example.point is None:
+            if not example.points:
                 continue
             positions = torch.nonzero(input_ids[row] == self.image_token_id).flatten()
             grid = int(round(len(positions) ** 0.5))
             if grid * grid != len(positions) or grid == 0:
                 raise ConfigError(f"grounding: needs a square grid of image tokens, the processor gives "
                                   f"{len(positions)}")
-            x, y = example.point
-            column, line = (min(int(f * grid), grid - 1) for f in (x, y))
-            target[row] = positions[line * grid + column]
+            for k, (x, y) in enumerate(example.points):
+                # A point just outside the image (a gripper at the frame's edge) takes the edge patch.
+                column, line = (min(max(int(f * grid), 0), grid - 1) for f in (x, y))
+                target[row, k] = positions[line * grid + column]
             start = meta.answer_start[row]
             queries[row, start - 1:start - 1 + meta.answer_length[row]] = True
         return {"grounding_target": target, "grounding_queries": queries}

@@ -15,7 +15,16 @@ topic                                     type                               rol
 ``/servo_node/delta_twist_cmds``          geometry_msgs/TwistStamped         what the arm got
 ``/gripper/command``                      std_msgs/Float64                   what the gripper got
 ``/ee_pose``                          geometry_msgs/PoseStamped          end-effector pose
+``/rt2/grounding/goal``                   geometry_msgs/PointStamped         optional: see below
+``/rt2/grounding/gripper``                geometry_msgs/PointStamped         optional: see below
 ========================================  =================================  ==================
+
+The two grounding topics are written by the simulator's collector, which
+knows the true state: per step (stamped like the image), where in the image
+the action heads (the expert's goal, seen at table height) and where the
+gripper is, as ``x`` = column and ``y`` = row in fractions of the image's
+width and height.  ``rt2-ros train --grounding-weight`` points the decoder's
+attention at them; bags without them train as usual.
 
 The outcome and provenance are in ``metadata.yaml``'s ``custom_data`` (plain
 strings, so a person can relabel an episode by editing that file):
@@ -55,13 +64,15 @@ from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.mcap_io import BagError, BagWriter
 
-__all__ = ["EPISODE_FORMAT", "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode",
+__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode",
            "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
 ACTION_SOURCES = ("auto", "rt2_action", "ee_pose")
 OUTCOMES = {"true": True, "false": False, "unknown": None}
 _PREFIX = "rt2_ros."
+#: The per-step image points an episode can carry, in this order (see the module doc).
+GROUNDING_POINTS = ("goal", "gripper")
 # Images kept while waiting for the action computed from them (a policy at
 # 1-5 Hz on a 30 Hz camera refers to one of the last few dozen frames).
 _IMAGE_BUFFER = 256
@@ -77,6 +88,8 @@ class EpisodeTopics:
     twist: str = "/servo_node/delta_twist_cmds"
     gripper: str = "/gripper/command"
     ee_pose: str = "/ee_pose"
+    grounding_goal: str = "/rt2/grounding/goal"
+    grounding_gripper: str = "/rt2/grounding/gripper"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EpisodeTopics":
@@ -155,6 +168,8 @@ class EpisodeStep:
     action: dict[str, Any]
     stamp_ns: int
     embodiment: str
+    #: image points by name (GROUNDING_POINTS), (x, y) fractions of the image; None when not recorded
+    points: dict[str, tuple[float, float]] | None = None
 
 
 @dataclass
@@ -202,10 +217,26 @@ class EpisodeBagWriter:
 
     def step(self, *, image: np.ndarray, stamp_ns: int, instruction: str, tokens: list[int],
              action: Mapping[str, Any], control_rate_hz: float, ee_position: Iterable[float],
-             ee_quaternion: Iterable[float], backend: str = "", inference_ms: float = 0.0) -> None:
+             ee_quaternion: Iterable[float], backend: str = "", inference_ms: float = 0.0,
+             points: Mapping[str, Iterable[float]] | None = None) -> None:
         """Record one control step: the image, the action computed from it (same stamp), the
-        twist and gripper command it became, and the end-effector pose when the image was taken."""
+        twist and gripper command it became, and the end-effector pose when the image was taken.
+
+        ``points`` (optional): image points by name (``GROUNDING_POINTS``), (x, y) fractions of
+        the image, written to the grounding topics with the image's stamp.
+        """
         t = self.topics
+        for name, point in (points or {}).items():
+            if name not in GROUNDING_POINTS:
+                raise ConfigError(f"points: expected names among {', '.join(GROUNDING_POINTS)}, got {name!r}")
+            x, y = (float(v) for v in point)
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise ConfigError(f"points.{name}: expected finite image fractions, got {(x, y)!r}")
+            topic = getattr(t, f"grounding_{name}")
+            if not self._bag.has_topic(topic):
+                self._bag.add_topic(topic, mcap_io.POINT_STAMPED)
+            self._bag.write(topic, stamp_ns, mcap_io.point_stamped_message((x, y, 0.0), stamp_ns,
+                                                                           self.camera_frame))
         self._bag.write(t.camera, stamp_ns, mcap_io.image_message(image, stamp_ns, self.camera_frame))
         self._bag.write(t.ee_pose, stamp_ns, mcap_io.pose_stamped_message(
             list(ee_position), list(ee_quaternion), stamp_ns, self.frame_id))
@@ -281,9 +312,16 @@ def _read_rt2_actions(path: Path, topics: EpisodeTopics, embodiment: Embodiment,
     episode = Episode(path=path, info=info)
     images: OrderedDict[int, Any] = OrderedDict()
     instruction = info.instruction
-    wanted = [topics.camera, topics.instruction, topics.action]
+    grounding = {getattr(topics, f"grounding_{name}"): name for name in GROUNDING_POINTS}
+    points: dict[int, dict[str, tuple[float, float]]] = {}
+    wanted = [topics.camera, topics.instruction, topics.action, *grounding]
     for item in mcap_io.read_messages(path, wanted):
-        if item.topic == topics.camera:
+        if item.topic in grounding:
+            # Written before the action of the same stamp, so the step below finds them.
+            point = item.message.point
+            points.setdefault(mcap_io.stamp_to_ns(item.message.header.stamp), {})[grounding[item.topic]] = \
+                (float(point.x), float(point.y))
+        elif item.topic == topics.camera:
             images[mcap_io.stamp_to_ns(item.message.header.stamp)] = item.message
             if len(images) > _IMAGE_BUFFER:
                 images.popitem(last=False)
@@ -298,10 +336,13 @@ def _read_rt2_actions(path: Path, topics: EpisodeTopics, embodiment: Embodiment,
                 continue
             where = f"{path}: action step {int(message.step)}"
             tokens, action = _tokens_for(embodiment, message, where)
+            found = points.pop(stamp, None)
             episode.steps.append(EpisodeStep(image=mcap_io.image_to_rgb(image, camera_type),
                                              instruction=str(message.instruction) or instruction,
                                              tokens=tokens, action=action, stamp_ns=stamp,
-                                             embodiment=embodiment.name))
+                                             embodiment=embodiment.name,
+                                             points=found if found and len(found) == len(GROUNDING_POINTS)
+                                             else None))
     return episode
 
 

@@ -26,8 +26,9 @@ from rt2_ros.paths import share_dir
 
 __all__ = ["BagError", "typestore", "BagWriter", "BagMessage", "read_messages", "read_custom_data",
            "bag_topics", "IMAGE", "COMPRESSED_IMAGE", "STRING", "RT2_ACTION", "TWIST_STAMPED",
-           "FLOAT64", "FLOAT64_ARRAY", "POSE_STAMPED", "image_message", "string_message",
+           "FLOAT64", "FLOAT64_ARRAY", "POSE_STAMPED", "POINT_STAMPED", "image_message", "string_message",
            "rt2_action_message", "twist_stamped_message", "float64_message", "pose_stamped_message",
+           "point_stamped_message",
            "image_to_rgb", "stamp_to_ns", "qos", "is_bag"]
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -38,6 +39,7 @@ TWIST_STAMPED = "geometry_msgs/msg/TwistStamped"
 FLOAT64 = "std_msgs/msg/Float64"
 FLOAT64_ARRAY = "std_msgs/msg/Float64MultiArray"
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+POINT_STAMPED = "geometry_msgs/msg/PointStamped"
 
 # Channels per pixel and whether the order is BGR, for the encodings DESIGN section 3 lists.
 _ENCODINGS = {"rgb8": (3, False), "bgr8": (3, True), "rgba8": (4, False), "bgra8": (4, True),
@@ -280,6 +282,13 @@ def pose_stamped_message(position: Sequence[float], quaternion_wxyz: Sequence[fl
         position=types["geometry_msgs/msg/Point"](x=px, y=py, z=pz),
         orientation=types["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w))
     return types[POSE_STAMPED](header=_header(stamp_ns, frame_id), pose=pose)
+
+
+def point_stamped_message(point: Sequence[float], stamp_ns: int, frame_id: str = "camera") -> Any:
+    """A ``geometry_msgs/PointStamped`` of (x, y, z)."""
+    types = typestore().types
+    x, y, z = (float(v) for v in point)
+    return types[POINT_STAMPED](header=_header(stamp_ns, frame_id), point=types["geometry_msgs/msg/Point"](x=x, y=y, z=z))
 
 
 def rt2_action_message(*, stamp_ns: int, instruction: str, tokens: Sequence[int], action: Mapping[str, Any],

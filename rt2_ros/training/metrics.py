@@ -112,7 +112,7 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
                     chosen = rows.masked_fill(~free_mask, float("-inf")).argmax(-1)
                     totals["vqa"] += 1
                     totals["vqa_exact"] += int(bool((chosen == targets).all()))
-                    wanted = _two_integers(examples[row].answer) if examples[row].point else None
+                    wanted = _two_integers(examples[row].answer) if examples[row].points else None
                     if wanted is not None:
                         got = _two_integers(collator.tokenizer.decode(chosen[:meta.answer_length[row]].tolist()))
                         totals["point_error"] += (128.0 if got is None else

@@ -5,11 +5,11 @@ dominate a CPU training run, so each data source is converted once into a
 cache directory::
 
     <cache>/<kind>-<key>/
-        manifest.json   {"format": "rt2_ros.samples/3", "kind": "robot"|"vqa", "key": {...}, "count": N, ...}
+        manifest.json   {"format": "rt2_ros.samples/4", "kind": "robot"|"vqa", "key": {...}, "count": N, ...}
         pixels.npy      every image's RGB bytes, concatenated (uint8, memory-mapped when read)
         index.jsonl     one record per sample: "offset", "shape" (H, W, 3) into pixels.npy, and
                         robot: "episode", "step", "instruction", "tokens", "action", "success",
-                               "objects"
+                               "objects", optionally "points" ({"goal": [x, y], "gripper": [x, y]})
                         vqa:   "question", "answer", "source", optionally "point"
 
 Robot sources are directories of rosbag2 episodes or LeRobot v3 dataset
@@ -45,7 +45,7 @@ from rt2_ros.training.vqa_data import VqaItem, iter_vqa_source
 __all__ = ["SAMPLES_FORMAT", "OUTCOME_FILTERS", "SampleSet", "resize_shorter_side", "robot_samples",
            "vqa_samples", "source_fingerprint"]
 
-SAMPLES_FORMAT = "rt2_ros.samples/3"
+SAMPLES_FORMAT = "rt2_ros.samples/4"
 #: Which episodes become training data: ``success`` only, ``not-failed`` (success or unknown), ``all``.
 OUTCOME_FILTERS = ("success", "not-failed", "all")
 
@@ -269,11 +269,14 @@ def _robot_generator(episodes: Iterable[tuple[str, Episode]], image_size: int, o
         summary["actions_without_image"] += episode.skipped
         for index, step in enumerate(episode.steps):
             summary["samples"] += 1
-            yield resize_shorter_side(step.image, image_size), {
+            record = {
                 "episode": name, "step": index, "instruction": step.instruction, "tokens": step.tokens,
                 "action": {k: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v))
                            for k, v in step.action.items()},
                 "success": success, "objects": list(episode.info.objects)}
+            if step.points:
+                record["points"] = {name: list(point) for name, point in step.points.items()}
+            yield resize_shorter_side(step.image, image_size), record
 
 
 def vqa_samples(sources: Sequence[str | Path], image_size: int, *, cache_dir: str | Path | None = None,

@@ -13,7 +13,9 @@ Episodes: scene seeds ``S, S+1, ...``; each gets a task (``task`` kind or
 ``random``) solved by the privileged scripted expert
 (:class:`~rt2_ros.sim.expert.ExpertPolicy`) at ``control_rate_hz``; every
 step records the head camera image, the action (on the embodiment's bins),
-the twist and gripper command it became and the end-effector pose.  Seeds
+the twist and gripper command it became, the end-effector pose, and the
+grounding points: where in the image the action heads and where the gripper
+is (see :mod:`rt2_ros.training.episodes`).  Seeds
 whose task involves an object matched by ``exclude_objects`` (a colour, a
 shape or a full name such as ``"purple sphere"``) give no episode — but their
 scenes still give VQA, which is how a seen/unseen experiment keeps an object
@@ -304,6 +306,11 @@ def collect(out_dir: str | Path, config: CollectConfig,
     return summary
 
 
+#: Height (m) at which the expert's goal is seen for grounding: about an object's centre on the
+#: table, so the goal's image point falls on the object or spot the arm heads for, not on the
+#: empty patch in front of it where a hover height above it would project.
+GOAL_POINT_HEIGHT = 0.02
+
 #: Share of steps whose executed action gets ``action_noise`` (see _perturbed).
 NOISY_STEP_FRACTION = 0.25
 
@@ -321,6 +328,16 @@ def _perturbed(action: dict, embodiment: Any, noise: float, rng: np.random.Gener
         if dim.name in ("x", "y", "z") and dim.name in out:
             out[dim.name] = float(np.clip(out[dim.name] + rng.normal(0.0, noise), dim.low, dim.high))
     return out
+
+
+def _grounding_points(sim: Any, goal: np.ndarray | None, tcp: np.ndarray, camera: str, width: int,
+                      height: int) -> dict[str, tuple[float, float]]:
+    """Where the action heads (the expert's goal at GOAL_POINT_HEIGHT; the gripper itself once the
+    expert is done) and where the gripper is, as (x, y) fractions of the image."""
+    heads_to = tcp if goal is None else np.array([goal[0], goal[1], GOAL_POINT_HEIGHT])
+    pixels = sim.project_points([heads_to, tcp], camera, (height, width))
+    fractions = [(float(u) / width, float(v) / height) for u, v in pixels]
+    return {"goal": fractions[0], "gripper": fractions[1]}
 
 
 def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, seed: int,
@@ -355,7 +372,9 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
         writer.step(image=image, stamp_ns=stamp, instruction=text, tokens=output.tokens,
                     action=output.action, control_rate_hz=rate, ee_position=pose.position,
                     ee_quaternion=pose.quaternion, backend="expert",
-                    inference_ms=output.timings.get("total", 0.0))
+                    inference_ms=output.timings.get("total", 0.0),
+                    points=_grounding_points(sim, expert.expert.goal, pose.position, config.camera,
+                                             image.shape[1], image.shape[0]))
         terminate = bool(output.action.get("terminate"))
         executed = output.action if terminate else _perturbed(output.action, embodiment,
                                                                config.action_noise, noise_rng)

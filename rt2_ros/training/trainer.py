@@ -282,6 +282,15 @@ def _make_trainer_class() -> Any:
         def __init__(self, *args: Any, rt2: dict[str, Any], **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.rt2 = rt2
+            self._hints: list[float] = []   # grounding losses since the last log line
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            # The logged loss includes W x the grounding loss; its own mean shows whether the
+            # attention found the points, apart from how well the answers are predicted.
+            if self._hints and "loss" in logs:
+                logs["grounding_loss"] = round(sum(self._hints) / len(self._hints), 4)
+                self._hints = []
+            super().log(logs, *args, **kwargs)
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
@@ -293,6 +302,8 @@ def _make_trainer_class() -> Any:
             outputs = model(**inputs, output_attentions=True)
             hint = grounding_loss(outputs.attentions[layer], target.to(outputs.loss.device),
                                   queries.to(outputs.loss.device))
+            if model.training:
+                self._hints.append(float(hint.detach()))
             loss = outputs.loss + self.rt2["grounding_weight"] * hint
             return (loss, outputs) if return_outputs else loss
 
@@ -343,22 +354,33 @@ def _grounding_setup(config: TrainConfig, model: Any, log: Callable[[str], None]
 
 
 def grounding_loss(attentions: Any, target: Any, queries: Any) -> Any:
-    """Mean over the rows with a point of -log(attention mass on the point's image token), averaged
-    over heads and over the positions that predict the answer.
+    """-log(attention mass on the target image tokens), averaged over the positions that predict
+    the answer, over a row's points and over the rows with any point.
 
-    attentions: (B, heads, L, L) of one layer; target: (B,) token positions, -1 = none;
-    queries: (B, L) bool.
+    A row with K points splits the heads into K consecutive groups; group k's mean attention is
+    supervised onto point k (one point: all heads, averaged).  So a robot sample can have one
+    group find where the action heads and another find the gripper, and the layer's output
+    carries both places.
+
+    attentions: (B, heads, L, L) of one layer; target: (B, K) token positions, -1 = none (a (B,)
+    tensor is one point per row); queries: (B, L) bool.
     """
     import torch
 
-    rows = torch.nonzero(target >= 0).flatten()
+    if target.dim() == 1:
+        target = target[:, None]
+    rows = torch.nonzero((target >= 0).any(-1)).flatten()
     if len(rows) == 0:
         return attentions.new_zeros(())
+    heads = attentions.shape[1]
     losses = []
     for row in rows:
-        on_point = attentions[row, :, :, target[row]].mean(0)          # (L,): per query position
-        mass = on_point[queries[row]].clamp_min(1e-6)
-        losses.append(-mass.log().mean())
+        points = [int(t) for t in target[row] if t >= 0]
+        groups = torch.arange(heads).tensor_split(min(len(points), heads))
+        for point, group in zip(points, groups):
+            on_point = attentions[row, group, :, point].mean(0)          # (L,): per query position
+            mass = on_point[queries[row]].clamp_min(1e-6)
+            losses.append(-mass.log().mean())
     return torch.stack(losses).mean()
 
 
