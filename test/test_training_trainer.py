@@ -216,6 +216,10 @@ def test_grounding_weight_teaches_the_answer_to_attend_to_the_point(tmp_path):
                           use_cpu=True, grounding_weight=weight, cache_dir=str(tmp_path / "cache"),
                           extra={"disable_tqdm": True}), log=lambda message: None)
         losses[weight] = _grounding_mass(out, records[:16], images)
+        logged = [entry for entry in json.loads((out / "training_summary.json").read_text())["log_history"]
+                  if "loss" in entry]
+        # The hint's own mean is logged beside the total loss whenever it is on.
+        assert logged and all(("grounding_loss" in entry) == bool(weight) for entry in logged)
     # Uniform attention over the ~20 positions gives ~3.0; the weighted run looks at the square.
     assert losses[0.0] > 2.0 and losses[3.0] < 0.5, losses   # measured: 3.3 and ~0
     with pytest.raises(ConfigError, match="grounding_layer: expected -1 or 0..1"):

@@ -1,0 +1,132 @@
+"""Does a trained checkpoint's action look at the right places, and does the action use what it sees?
+
+Two figures for issue 6's from-scratch models (docs/training.md section 6), on
+fresh expert episodes written by ``rt2-ros collect`` (their steps carry the
+grounding points: where the action heads and where the gripper is):
+
+* **attention**: in the decoder layer the grounding loss supervises, the
+  fraction of steps whose most-attended image token (averaged over the
+  positions that predict the action tokens) is the goal's patch (heads of
+  the first group) and the gripper's patch (the second group), plus the mean
+  grounding loss; on the first step of each episode (the named object must be
+  found from the words: the gripper is at home) and on every ``--stride``-th
+  step;
+* **actions**: the policy's own greedy action (``TransformersPolicy.act``,
+  constrained decoding, the deployed path) against the expert's, as mean
+  |bin error| per dim on the first steps, with the camera image and with a
+  black image of the same size in the same run: a model that reads the scene
+  does clearly worse without it.
+
+    rt2-ros collect --episodes 40 --seed 7000 --out /tmp/fresh --image-size 224 --shadows \\
+        --exclude-objects purple --vqa-scenes 0
+    python bench/action_grounding.py --model models/rt2_tabletop_cofinetuned --episodes /tmp/fresh
+
+Seeds of the fresh episodes must not overlap the training seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _examples(episodes: list, embodiment, stride: int):
+    from rt2_ros.training.collate import Example
+
+    first, strided = [], []
+    for episode in episodes:
+        for index, step in enumerate(episode.steps):
+            if step.points is None:
+                raise SystemExit(f"{episode.path}: steps without grounding points; collect with this "
+                                 f"version of rt2-ros collect")
+            example = Example("robot", step.image, step.instruction,
+                              tokens=embodiment.encode({n: step.action[n] for n in embodiment.names}),
+                              points=(step.points["goal"], step.points["gripper"]))
+            if index == 0:
+                first.append(example)
+            if index % stride == 0:
+                strided.append(example)
+    return first, strided
+
+
+def attention_figures(policy, examples: list, batch_size: int = 16) -> dict[str, float]:
+    """Goal / gripper argmax hit rates and the mean grounding loss of ``examples``."""
+    import torch
+
+    from rt2_ros.training.collate import Rt2Collator
+    from rt2_ros.training.trainer import grounding_loss
+
+    model = policy.model
+    model.set_attn_implementation("eager")
+    collator = Rt2Collator(policy.processor, policy.scheme, prefix_lm=True, grounding=True)
+    layer = model.config.get_text_config().num_hidden_layers // 2
+    hits = {"goal": [], "gripper": []}
+    losses = []
+    for start in range(0, len(examples), batch_size):
+        batch = collator(examples[start:start + batch_size])
+        target, queries = batch.pop("grounding_target"), batch.pop("grounding_queries")
+        batch.pop("labels")
+        with torch.no_grad():
+            attentions = model(**batch, output_attentions=True).attentions[layer]
+        losses.append(float(grounding_loss(attentions, target, queries)) * len(target))
+        groups = torch.arange(attentions.shape[1]).tensor_split(2)
+        for row in range(attentions.shape[0]):
+            asked = torch.nonzero(queries[row]).flatten()
+            for name, group, point in zip(hits, groups, target[row]):
+                looked = attentions[row, group][:, asked].mean((0, 1))
+                hits[name].append(int(looked.argmax()) == int(point))
+    return {"goal_hit": float(np.mean(hits["goal"])), "gripper_hit": float(np.mean(hits["gripper"])),
+            "grounding_loss": sum(losses) / len(examples)}
+
+
+def action_errors(policy, examples: list, embodiment) -> dict[str, np.ndarray]:
+    """Mean |bin error| per dim of the policy's greedy action, with the image and with a black one."""
+    errors = {"image": [], "black": []}
+    for example in examples:
+        for key, image in (("image", example.image), ("black", np.zeros_like(example.image))):
+            output = policy.act(image, example.text)
+            errors[key].append([abs(a - b) for a, b in zip(output.tokens, example.tokens)])
+    return {key: np.mean(values, axis=0) for key, values in errors.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="checkpoint directory (rt2-ros train output)")
+    parser.add_argument("--episodes", required=True, help="fresh episodes: a collect output or a bag directory")
+    parser.add_argument("--stride", type=int, default=5, help="every N-th step for the all-steps figures")
+    args = parser.parse_args(argv)
+
+    from rt2_ros.policy.transformers_backend import TransformersPolicy
+    from rt2_ros.training.episodes import find_episodes, read_episode
+
+    started = time.perf_counter()
+    policy = TransformersPolicy.from_pretrained(args.model, dtype="float32", device="cpu", warmup=False)
+    embodiment = policy.embodiment
+    episodes = [read_episode(path, embodiment) for path in find_episodes(args.episodes)]
+    if not episodes:
+        raise SystemExit(f"{args.episodes}: no episodes")
+    first, strided = _examples(episodes, embodiment, args.stride)
+    print(f"checkpoint {args.model}; {len(episodes)} fresh episodes from {args.episodes}")
+    print("attention of the action positions (decoder middle layer; chance ~1/64 per patch):")
+    for label, examples in ((f"first steps ({len(first)})", first),
+                            (f"every {args.stride}th step ({len(strided)})", strided)):
+        figures = attention_figures(policy, examples)
+        print(f"  {label:<24} goal patch {figures['goal_hit']:.2f}  gripper patch "
+              f"{figures['gripper_hit']:.2f}  grounding loss {figures['grounding_loss']:.2f}")
+    errors = action_errors(policy, first, embodiment)
+    names = embodiment.names
+    print("greedy action vs the expert's, first steps, mean |bin error| per dim:")
+    print("  " + " ".join(f"{n:>9}" for n in ["", *names]))
+    for key, values in errors.items():
+        print("  " + f"{key:>9} " + " ".join(f"{v:9.1f}" for v in values))
+    print(f"({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
