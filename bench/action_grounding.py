@@ -54,8 +54,22 @@ def _examples(episodes: list, embodiment, stride: int):
     return first, strided
 
 
-def attention_figures(policy, examples: list, batch_size: int = 16) -> dict[str, float]:
-    """Goal / gripper argmax hit rates and the mean grounding loss of ``examples``."""
+def trained_grounding_layer(checkpoint: Path, layers: int) -> int:
+    """The decoder layer ``rt2-ros train --grounding-layer`` supervised for ``checkpoint`` (its
+    training summary; the middle layer, the trainer's default, when there is none)."""
+    import json
+
+    from rt2_ros.training.trainer import SUMMARY_FILE
+
+    summary = checkpoint / SUMMARY_FILE
+    layer = -1
+    if summary.is_file():
+        layer = int(json.loads(summary.read_text())["config"].get("grounding_layer", -1))
+    return layers // 2 if layer < 0 else layer
+
+
+def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) -> dict[str, float]:
+    """Goal / gripper argmax hit rates and the mean grounding loss of ``examples`` in decoder ``layer``."""
     import torch
 
     from rt2_ros.training.collate import Rt2Collator
@@ -64,7 +78,6 @@ def attention_figures(policy, examples: list, batch_size: int = 16) -> dict[str,
     model = policy.model
     model.set_attn_implementation("eager")
     collator = Rt2Collator(policy.processor, policy.scheme, prefix_lm=True, grounding=True)
-    layer = model.config.get_text_config().num_hidden_layers // 2
     hits = {"goal": [], "gripper": []}
     losses = []
     for start in range(0, len(examples), batch_size):
@@ -99,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="checkpoint directory (rt2-ros train output)")
     parser.add_argument("--episodes", required=True, help="fresh episodes: a collect output or a bag directory")
     parser.add_argument("--stride", type=int, default=5, help="every N-th step for the all-steps figures")
+    parser.add_argument("--layer", type=int, default=None,
+                        help="decoder layer to read the attention of (default: the one the checkpoint's "
+                             "training supervised, from its training_summary.json; else the middle one)")
     args = parser.parse_args(argv)
 
     from rt2_ros.policy.transformers_backend import TransformersPolicy
@@ -111,11 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     if not episodes:
         raise SystemExit(f"{args.episodes}: no episodes")
     first, strided = _examples(episodes, embodiment, args.stride)
+    layers = policy.model.config.get_text_config().num_hidden_layers
+    layer = trained_grounding_layer(Path(args.model), layers) if args.layer is None else args.layer
+    if not 0 <= layer < layers:
+        raise SystemExit(f"--layer: expected 0..{layers - 1} (the decoder's layers), got {layer}")
+    patches = policy.model.config.vision_config.image_size // policy.model.config.vision_config.patch_size
     print(f"checkpoint {args.model}; {len(episodes)} fresh episodes from {args.episodes}")
-    print("attention of the action positions (decoder middle layer; chance ~1/64 per patch):")
+    print(f"attention of the action positions (decoder layer {layer}; chance ~1/{patches * patches} per patch):")
     for label, examples in ((f"first steps ({len(first)})", first),
                             (f"every {args.stride}th step ({len(strided)})", strided)):
-        figures = attention_figures(policy, examples)
+        figures = attention_figures(policy, examples, layer)
         print(f"  {label:<24} goal patch {figures['goal_hit']:.2f}  gripper patch "
               f"{figures['gripper_hit']:.2f}  grounding loss {figures['grounding_loss']:.2f}")
     errors = action_errors(policy, first, embodiment)

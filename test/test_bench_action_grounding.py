@@ -1,0 +1,63 @@
+"""bench/action_grounding.py runs end to end on a tiny grounded checkpoint and prints figures in range.
+
+The bench is how docs/training.md's robot-grounding table was measured; this keeps it working as
+the trainer, collate and episode format change (its figures themselves are not asserted: a
+four-step model has none worth asserting).
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from rt2_ros.cli import main
+from rt2_ros.training.trainer import TrainConfig, train
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "action_grounding.py"
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("action_grounding_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def grounded_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_grounding")
+    data = root / "data"
+    assert main(["collect", "--episodes", "3", "--seed", "11", "--out", str(data), "--image-size", "48",
+                 "--max-steps", "60", "--vqa-scenes", "0"]) == 0
+    checkpoint = root / "ckpt"
+    train(TrainConfig(output_dir=str(checkpoint), data=(str(data),), robot_fraction=1.0, from_scratch="tiny",
+                      max_steps=4, batch_size=4, warmup=0.0, eval_steps=0, eval_episodes=1, eval_vqa_images=0,
+                      logging_steps=2, seed=0, use_cpu=True, grounding_weight=1.0, grounding_layer=0,
+                      cache_dir=str(root / "cache"), extra={"disable_tqdm": True}), log=lambda message: None)
+    return data, checkpoint
+
+
+def test_bench_reads_the_trained_layer_and_prints_figures_in_range(grounded_run, capsys):
+    data, checkpoint = grounded_run
+    bench = _bench_module()
+    assert bench.trained_grounding_layer(checkpoint, layers=2) == 0      # trained with grounding_layer=0
+    assert bench.trained_grounding_layer(checkpoint.parent, layers=4) == 2  # no summary: the middle one
+    assert bench.main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "decoder layer 0;" in out and "3 fresh episodes" in out
+    hits = re.findall(r"goal patch (\S+)  gripper patch (\S+)  grounding loss (\S+)", out)
+    assert len(hits) == 2, out
+    for goal, gripper, loss in hits:
+        assert 0.0 <= float(goal) <= 1.0 and 0.0 <= float(gripper) <= 1.0 and float(loss) > 0.0
+    for key in ("image", "black"):
+        row = re.search(rf"^\s+{key} ((?:\s+\S+){{8}})$", out, re.MULTILINE)
+        assert row, out
+        assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
+
+
+def test_bench_refuses_a_layer_the_model_lacks(grounded_run):
+    data, checkpoint = grounded_run
+    with pytest.raises(SystemExit, match="--layer: expected 0..1"):
+        _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--layer", "7"])
