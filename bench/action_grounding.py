@@ -14,8 +14,10 @@ grounding points: where the action heads and where the gripper is):
 * **actions**: the policy's own greedy action (``TransformersPolicy.act``,
   constrained decoding, the deployed path) against the expert's, as mean
   |bin error| per dim on the first steps, with the camera image and with a
-  black image of the same size in the same run: a model that reads the scene
-  does clearly worse without it.
+  black image of the same size in the same run (a model that reads the scene
+  does clearly worse without it), and with the image split by whether the
+  goal's patch was found (a model whose actions read what it attends to does
+  clearly better where it was).
 
     rt2-ros collect --episodes 40 --seed 7000 --out /tmp/fresh --image-size 224 --shadows \\
         --exclude-objects purple --vqa-scenes 0
@@ -29,6 +31,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,8 +71,9 @@ def trained_grounding_layer(checkpoint: Path, layers: int) -> int:
     return layers // 2 if layer < 0 else layer
 
 
-def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) -> dict[str, float]:
-    """Goal / gripper argmax hit rates and the mean grounding loss of ``examples`` in decoder ``layer``."""
+def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) -> dict[str, Any]:
+    """Goal / gripper argmax hit rates and the mean grounding loss of ``examples`` in decoder ``layer``;
+    ``goal_found`` is each example's goal hit (bool array), to split the action errors by."""
     import torch
 
     from rt2_ros.training.collate import Rt2Collator
@@ -94,17 +98,18 @@ def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) 
                 looked = attentions[row, group][:, asked].mean((0, 1))
                 hits[name].append(int(looked.argmax()) == int(point))
     return {"goal_hit": float(np.mean(hits["goal"])), "gripper_hit": float(np.mean(hits["gripper"])),
-            "grounding_loss": sum(losses) / len(examples)}
+            "grounding_loss": sum(losses) / len(examples), "goal_found": np.array(hits["goal"], dtype=bool)}
 
 
-def action_errors(policy, examples: list, embodiment) -> dict[str, np.ndarray]:
-    """Mean |bin error| per dim of the policy's greedy action, with the image and with a black one."""
+def action_errors(policy, examples: list) -> dict[str, np.ndarray]:
+    """|bin error| per example and dim, (N, dims), of the policy's greedy action, with the image and
+    with a black one."""
     errors = {"image": [], "black": []}
     for example in examples:
         for key, image in (("image", example.image), ("black", np.zeros_like(example.image))):
             output = policy.act(image, example.text)
             errors[key].append([abs(a - b) for a, b in zip(output.tokens, example.tokens)])
-    return {key: np.mean(values, axis=0) for key, values in errors.items()}
+    return {key: np.array(values, dtype=float) for key, values in errors.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,12 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         figures = attention_figures(policy, examples, layer)
         print(f"  {label:<24} goal patch {figures['goal_hit']:.2f}  gripper patch "
               f"{figures['gripper_hit']:.2f}  grounding loss {figures['grounding_loss']:.2f}")
-    errors = action_errors(policy, first, embodiment)
-    names = embodiment.names
+        if examples is first:
+            found = figures["goal_found"]
+    errors = action_errors(policy, first)
+    # Split by whether the goal patch was found: if the actions are no better where it was, the
+    # attention is not what limits them - reading what it attends to is.
+    rows = {"image": errors["image"], "black": errors["black"],
+            f"image, goal found ({int(found.sum())})": errors["image"][found],
+            f"image, goal missed ({int((~found).sum())})": errors["image"][~found]}
     print("greedy action vs the expert's, first steps, mean |bin error| per dim:")
-    print("  " + " ".join(f"{n:>9}" for n in ["", *names]))
-    for key, values in errors.items():
-        print("  " + f"{key:>9} " + " ".join(f"{v:9.1f}" for v in values))
+    print("  " + " " * 27 + " ".join(f"{n:>9}" for n in embodiment.names))
+    for key, values in rows.items():
+        cells = values.mean(axis=0) if len(values) else [float("nan")] * len(embodiment.names)
+        print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in cells))
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -55,6 +55,11 @@ def test_bench_reads_the_trained_layer_and_prints_figures_in_range(grounded_run,
         row = re.search(rf"^\s+{key} ((?:\s+\S+){{8}})$", out, re.MULTILINE)
         assert row, out
         assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
+    split = re.findall(r"image, goal (found|missed) \((\d+)\)((?:\s+\S+){8})$", out, re.MULTILINE)
+    assert [kind for kind, _, _ in split] == ["found", "missed"], out
+    assert sum(int(count) for _, count, _ in split) == 3          # the three first steps
+    for _, count, cells in split:                                 # an empty split prints nan
+        assert all((0.0 <= float(v) <= 255.0) if int(count) else v == "nan" for v in cells.split())
 
 
 def test_bench_refuses_a_layer_the_model_lacks(grounded_run):
