@@ -62,13 +62,13 @@ def trained_grounding_layer(checkpoint: Path, layers: int) -> int:
     training summary; the middle layer, the trainer's default, when there is none)."""
     import json
 
-    from rt2_ros.training.trainer import SUMMARY_FILE
+    from rt2_ros.training.trainer import SUMMARY_FILE, grounding_layer_index
 
     summary = checkpoint / SUMMARY_FILE
-    layer = -1
+    requested = -1
     if summary.is_file():
-        layer = int(json.loads(summary.read_text())["config"].get("grounding_layer", -1))
-    return layers // 2 if layer < 0 else layer
+        requested = int(json.loads(summary.read_text())["config"].get("grounding_layer", -1))
+    return grounding_layer_index(requested, layers)
 
 
 def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) -> dict[str, Any]:

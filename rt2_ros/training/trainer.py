@@ -41,7 +41,7 @@ from rt2_ros.training.lerobot_data import LeRobotOptions, parse_action_map
 from rt2_ros.training.samples import OUTCOME_FILTERS, SampleSet
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
 
-__all__ = ["TrainConfig", "train", "SUMMARY_FILE", "prepare_data"]
+__all__ = ["TrainConfig", "train", "SUMMARY_FILE", "prepare_data", "grounding_layer_index"]
 
 SUMMARY_FILE = "training_summary.json"
 _SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
@@ -332,6 +332,15 @@ def _make_trainer_class() -> Any:
     return Rt2Trainer
 
 
+def grounding_layer_index(requested: int, layers: int) -> int:
+    """The decoder layer ``grounding_layer`` = ``requested`` names in a decoder of ``layers``
+    layers (-1: the middle one); ConfigError when the decoder has no such layer."""
+    layer = layers // 2 if requested < 0 else requested
+    if layer >= layers:
+        raise ConfigError(f"grounding_layer: expected -1 or 0..{layers - 1} (the decoder's layers), got {layer}")
+    return layer
+
+
 def _grounding_setup(config: TrainConfig, model: Any, log: Callable[[str], None]) -> int | None:
     """The decoder layer the grounding loss supervises (None when it is off); switches the model to
     eager attention, the one implementation that returns attention weights."""
@@ -344,10 +353,7 @@ def _grounding_setup(config: TrainConfig, model: Any, log: Callable[[str], None]
         # (SigLIP's does; CLIP's crops the centre).
         raise ConfigError(f"grounding_weight: supported for {', '.join(PREFIX_LM_MODEL_TYPES)} models, "
                           f"got {model.config.model_type!r}")
-    layers = int(model.config.get_text_config().num_hidden_layers)
-    layer = layers // 2 if config.grounding_layer < 0 else config.grounding_layer
-    if layer >= layers:
-        raise ConfigError(f"grounding_layer: expected -1 or 0..{layers - 1} (the decoder's layers), got {layer}")
+    layer = grounding_layer_index(config.grounding_layer, int(model.config.get_text_config().num_hidden_layers))
     model.set_attn_implementation("eager")
     log(f"grounding: weight {config.grounding_weight} on decoder layer {layer}'s attention (eager attention)")
     return layer
