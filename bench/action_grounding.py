@@ -17,7 +17,12 @@ grounding points: where the action heads and where the gripper is):
   black image of the same size in the same run (a model that reads the scene
   does clearly worse without it), and with the image split by whether the
   goal's patch was found (a model whose actions read what it attends to does
-  clearly better where it was).
+  clearly better where it was);
+* **plans** (checkpoints trained with ``--plan points``): the attention is
+  read with the true plan written before the action (teacher forcing, as in
+  training), and the plan the policy writes on the first steps is compared
+  with the true one (mean |error| of the goal's and the gripper's column and
+  row, in 256ths of the image).
 
     rt2-ros collect --episodes 40 --seed 7000 --out /tmp/fresh --image-size 224 --shadows \\
         --exclude-objects purple --vqa-scenes 0
@@ -38,8 +43,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _examples(episodes: list, embodiment, stride: int):
+def _examples(episodes: list, embodiment, stride: int, plan: bool):
     from rt2_ros.training.collate import Example
+    from rt2_ros.training.episodes import points_plan
 
     first, strided = [], []
     for episode in episodes:
@@ -49,7 +55,8 @@ def _examples(episodes: list, embodiment, stride: int):
                                  f"version of rt2-ros collect")
             example = Example("robot", step.image, step.instruction,
                               tokens=embodiment.encode({n: step.action[n] for n in embodiment.names}),
-                              points=(step.points["goal"], step.points["gripper"]))
+                              points=(step.points["goal"], step.points["gripper"]),
+                              plan=points_plan(step.points) if plan else None)
             if index == 0:
                 first.append(example)
             if index % stride == 0:
@@ -101,15 +108,24 @@ def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) 
             "grounding_loss": sum(losses) / len(examples), "goal_found": np.array(hits["goal"], dtype=bool)}
 
 
+def _plan_numbers(plan: str) -> list[int]:
+    return [int(word) for word in plan.split() if word.isdigit()]
+
+
 def action_errors(policy, examples: list) -> dict[str, np.ndarray]:
     """|bin error| per example and dim, (N, dims), of the policy's greedy action, with the image and
-    with a black one."""
-    errors = {"image": [], "black": []}
+    with a black one; for planning policies also ``plan_<key>``: |error| of the plan's four numbers
+    (goal column, row, gripper column, row; 128 where the plan does not have them)."""
+    errors: dict[str, list] = {"image": [], "black": [], "plan_image": [], "plan_black": []}
     for example in examples:
         for key, image in (("image", example.image), ("black", np.zeros_like(example.image))):
             output = policy.act(image, example.text)
             errors[key].append([abs(a - b) for a, b in zip(output.tokens, example.tokens)])
-    return {key: np.array(values, dtype=float) for key, values in errors.items()}
+            if example.plan:
+                wanted, got = _plan_numbers(example.plan), _plan_numbers(output.plan)
+                errors[f"plan_{key}"].append([abs(a - b) for a, b in zip(got, wanted)]
+                                             if len(got) == len(wanted) else [128.0] * len(wanted))
+    return {key: np.array(values, dtype=float) for key, values in errors.items() if values}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     episodes = [read_episode(path, embodiment) for path in find_episodes(args.episodes)]
     if not episodes:
         raise SystemExit(f"{args.episodes}: no episodes")
-    first, strided = _examples(episodes, embodiment, args.stride)
+    first, strided = _examples(episodes, embodiment, args.stride, policy.chain_of_thought)
     layers = policy.model.config.get_text_config().num_hidden_layers
     layer = trained_grounding_layer(Path(args.model), layers) if args.layer is None else args.layer
     if not 0 <= layer < layers:
@@ -157,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     for key, values in rows.items():
         cells = values.mean(axis=0) if len(values) else [float("nan")] * len(embodiment.names)
         print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in cells))
+    if "plan_image" in errors:
+        print("plan written vs the true one, first steps, mean |error| (256ths of the image):")
+        print("  " + " " * 27 + " ".join(f"{n:>9}" for n in ("goal col", "goal row", "grip col", "grip row")))
+        for key in ("image", "black"):
+            print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in errors[f"plan_{key}"].mean(axis=0)))
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -211,3 +211,41 @@ def test_grounding_loss_is_minus_log_the_attention_on_the_point():
     focused[:, :, :, 3] = 1.0
     assert float(grounding_loss(focused, target, queries)) == pytest.approx(0.0, abs=1e-6)
     assert float(grounding_loss(attentions, torch.tensor([-1, -1]), queries)) == 0.0
+
+
+def test_a_plan_comes_before_the_action_and_matches_what_the_policy_forces(paligemma):
+    robot = examples()[0]
+    robot.plan = "goal 25 230 gripper 255 0"
+    batch, meta = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True).collate_with_meta([robot])
+    start, length = meta.answer_start[0], meta.answer_length[0]
+    answer = answer_token_ids(paligemma.tokenizer, paligemma.scheme, robot.tokens, plan=robot.plan)
+    assert batch["input_ids"][0, start:start + length].tolist() == answer
+    assert batch["labels"][0, start:start + length + 1].tolist() == answer + [paligemma.tokenizer.eos_token_id]
+    # At inference the backend forces "Plan:" and stops the plan at "Action:": both are where training put them.
+    cot = TransformersPolicy(paligemma.model, paligemma.processor, paligemma.setup, chain_of_thought=True,
+                             warmup=False)
+    assert answer[:len(cot._plan_prefix_ids)] == cot._plan_prefix_ids
+    action_at = length - len(robot.tokens)
+    assert answer[action_at - len(cot._action_prefix_ids):action_at] == cot._action_prefix_ids
+    assert paligemma.scheme.bins_for_ids(answer[action_at:]) == robot.tokens
+
+
+def test_points_plans_are_built_from_the_grounding_points():
+    from rt2_ros.action_language import load_embodiment
+    from rt2_ros.errors import ConfigError
+    from rt2_ros.training.episodes import points_plan
+
+    arm = load_embodiment("rt2_arm")
+    tokens = arm.encode({"terminate": False, "x": 0.01, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
+                         "yaw": 0.0, "gripper": 1.0})
+    record = {"instruction": "push the red cube", "tokens": tokens, "offset": 0, "shape": [4, 4, 3],
+              "points": {"goal": [0.1, 0.9], "gripper": [1.02, -0.01]}}
+    pixels = np.zeros(48, np.uint8)
+    with_plan = MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="points")
+    assert with_plan[0].plan == points_plan(record["points"]) == "goal 25 230 gripper 255 0"
+    assert MixtureDataset(SampleSet("robot", [record], pixels), None, arm)[0].plan is None
+    bare = {k: v for k, v in record.items() if k != "points"}
+    with pytest.raises(ConfigError, match="plan: 'points' needs robot samples with grounding points.*1 of 1"):
+        MixtureDataset(SampleSet("robot", [bare], pixels), None, arm, plan="points")
+    with pytest.raises(ConfigError, match="plan: expected one of none, points, got 'words'"):
+        MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="words")

@@ -226,3 +226,51 @@ def test_grounding_weight_teaches_the_answer_to_attend_to_the_point(tmp_path):
         train(TrainConfig(output_dir=str(tmp_path / "bad"), vqa=(str(tmp_path / "vqa.jsonl"),), robot_fraction=0.0,
                           from_scratch="tiny", max_steps=1, grounding_weight=1.0, grounding_layer=5,
                           cache_dir=str(tmp_path / "cache"), use_cpu=True), log=lambda message: None)
+
+
+def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, capsys):
+    """--plan points: the checkpoint plans when loaded, writing the points' words and numbers before a
+    legal action."""
+    rng = np.random.default_rng(4)
+    for e in range(8):
+        side = ("left", "right")[e % 2]
+        instruction = f"push the red cube to the {side}"
+        writer = EpisodeBagWriter(tmp_path / "episodes" / f"ep{e}", ARM)
+        writer.instruction(instruction, 1)
+        for k in range(4):
+            action = {"terminate": k == 3, "x": 0.0, "y": 0.03 if side == "left" else -0.03, "z": 0.0,
+                      "roll": 0.0, "pitch": 0.0, "yaw": 0.0, "gripper": 1.0}
+            tokens = ARM.encode(action)
+            goal = (0.25 if side == "left" else 0.75, 0.5)   # the cube's centre in scene()
+            writer.step(image=scene(side, rng), stamp_ns=10 + k * 200_000_000, instruction=instruction,
+                        tokens=tokens, action=ARM.decode(tokens), control_rate_hz=5.0,
+                        ee_position=[0.4, 0.0, 0.1], ee_quaternion=[1, 0, 0, 0],
+                        points={"goal": goal, "gripper": (0.5, 0.9)})
+        writer.close(EpisodeInfo(instruction, success=True, embodiment="rt2_arm", control_rate_hz=5.0))
+    out = tmp_path / "ckpt"
+    code = main(["train", "--out", str(out), "--from-scratch", "tiny", "--data", str(tmp_path / "episodes"),
+                 "--robot-fraction", "1.0", "--plan", "points", "--max-steps", "150", "--batch-size", "8",
+                 "--lr", "3e-3", "--warmup", "0", "--lr-scheduler", "constant", "--eval-steps", "0",
+                 "--eval-episodes", "2", "--cpu", "--training-args", '{"disable_tqdm": true}'])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert json.loads((out / SUMMARY_FILE).read_text())["config"]["plan"] == "points"
+    assert 0 <= summary["final_metrics"]["eval_plan_point_error"] < 64   # teacher-forced plan integers
+    assert read_checkpoint_metadata(out).chain_of_thought is True
+    policy = TransformersPolicy.from_pretrained(out, dtype="float32", device="cpu")
+    assert policy.chain_of_thought, "a checkpoint trained to plan is loaded planning"
+    for side in ("left", "right"):
+        result = policy.act(scene(side, rng), f"push the red cube to the {side}")
+        assert ARM.validate_tokens(result.tokens) == result.tokens
+        words = result.plan.split()
+        assert words[0] == "goal" and words[3] == "gripper" and len(words) == 6, result.plan
+        goal_column, goal_row, gripper_column, gripper_row = (int(w) for w in words[1:3] + words[4:])
+        # The points the data has: the goal at column 64 or 192 (the cube's side), row 128; the gripper
+        # always at (128, 230).
+        assert min(abs(goal_column - 64), abs(goal_column - 192)) <= 16, result.plan
+        assert abs(goal_row - 128) <= 16 and abs(gripper_column - 128) <= 16 and abs(gripper_row - 230) <= 16
+        assert result.text.startswith(f"Plan: {result.plan} Action: ")
+    # A plan needs the points: episodes without them are refused with the reason.
+    code = main(["train", "--out", str(tmp_path / "o2"), "--from-scratch", "tiny", "--data",
+                 str(tmp_path / "none"), "--plan", "points", "--robot-fraction", "1.0", "--max-steps", "1"])
+    assert code == 2

@@ -184,10 +184,11 @@ def test_chain_of_thought_returns_a_plan_then_a_legal_action(paligemma, llava):
             assert_legal(policy, out)
 
 
-def test_chain_of_thought_forces_the_marker_and_stops_at_one_the_model_writes(llava):
+@pytest.mark.parametrize("marker", ["Action :", "action:"])  # a lower-casing tokenizer writes the second
+def test_chain_of_thought_forces_the_marker_and_stops_at_one_the_model_writes(llava, marker):
     policy = TransformersPolicy(llava.model, llava.processor, llava.setup, chain_of_thought=True,
                                 max_plan_tokens=4, warmup=False)
-    script = iter(encode_text(policy.tokenizer, "red block Action :") + [0] * 50)
+    script = iter(encode_text(policy.tokenizer, f"red block {marker}") + [0] * 50)
     real_free_token = policy._free_token
     policy._free_token = lambda hidden: torch.full((hidden.shape[0],), next(script), dtype=torch.long)
     try:

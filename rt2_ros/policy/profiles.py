@@ -25,7 +25,8 @@ optional, unknown keys refused)::
         "vocab_size": 32000                 # last only (default: the tokenizer's base vocab_size)
       },
       "statistics": {"<dataset>": {"action": {"q01": [...], "q99": [...], "mask": [...]}}},
-      "unnorm_key": "<dataset>"             # default dataset when several are present
+      "unnorm_key": "<dataset>",            # default dataset when several are present
+      "chain_of_thought": true              # trained to write "Plan: ..." first: backends then plan
     }
 
 ``statistics`` has the shape of OpenVLA's ``norm_stats``, so one code path
@@ -58,7 +59,7 @@ METADATA_FORMAT = "rt2_ros/1"
 # training_data: {"objects": [...], "instructions": [...]} seen in the robot data
 # (rt2-ros eval splits its success table into seen / unseen with it).
 _TOP_KEYS = ("format", "profile", "embodiment", "action_tokenizer", "statistics", "unnorm_key",
-             "training_data")
+             "training_data", "chain_of_thought")
 _TOKENIZER_KEYS = ("scheme", "bins", "ids", "vocab_size")
 
 
@@ -102,6 +103,7 @@ class CheckpointMetadata:
     vocab_size: int | None = None
     statistics: dict[str, Any] | None = None
     unnorm_key: str = ""
+    chain_of_thought: bool = False  # trained to write "Plan: ..." before the action
 
 
 def _bad(source: str, key: str, expected: str, value: Any) -> PolicyError:
@@ -134,6 +136,9 @@ def _parse_metadata(data: Any, source: str) -> CheckpointMetadata:
     if not (isinstance(training_data, dict) and all(
             isinstance(v, list) and all(isinstance(x, str) for x in v) for v in training_data.values())):
         raise _bad(source, "training_data", "an object of string lists", training_data)
+    chain_of_thought = data.get("chain_of_thought", False)
+    if not isinstance(chain_of_thought, bool):
+        raise _bad(source, "chain_of_thought", "true or false", chain_of_thought)
     tok = data.get("action_tokenizer", {})
     if not isinstance(tok, dict):
         raise _bad(source, "action_tokenizer", "an object", tok)
@@ -164,7 +169,7 @@ def _parse_metadata(data: Any, source: str) -> CheckpointMetadata:
         raise _bad(source, "action_tokenizer.vocab_size", f"an integer > {bins}", vocab_size)
     return CheckpointMetadata(source=source, profile=profile, embodiment=embodiment, scheme=scheme,
                               bins=bins, ids=ids, vocab_size=vocab_size, statistics=statistics,
-                              unnorm_key=unnorm_key)
+                              unnorm_key=unnorm_key, chain_of_thought=chain_of_thought)
 
 
 def read_checkpoint_metadata(checkpoint_dir: str | Path) -> CheckpointMetadata | None:
@@ -261,6 +266,7 @@ class ActionSetup:
     embodiment: Embodiment
     unnorm_key: str = ""          # the dataset whose statistics were applied ("" if none)
     source: str = ""              # where the scheme came from, for diagnostics
+    chain_of_thought: bool = False  # the checkpoint was trained to write a plan first (rt2_ros.json)
 
     def prompt(self, instruction: str) -> str:
         """The robot prompt for ``instruction``."""
@@ -345,4 +351,4 @@ def resolve_action_setup(tokenizer: Any, *, checkpoint_dir: str | Path | None = 
         raise PolicyError(f"unnorm_key: {unnorm_key!r} given, but embodiment {body.name!r} has no "
                           f"normalised dims to apply statistics to")
     return ActionSetup(profile=chosen, scheme=scheme, embodiment=body, unnorm_key=applied_key,
-                       source=source)
+                       source=source, chain_of_thought=metadata is not None and metadata.chain_of_thought)

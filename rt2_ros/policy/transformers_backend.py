@@ -60,7 +60,8 @@ __all__ = ["TransformersPolicy", "Answer", "resolve_device", "resolve_dtype", "S
 SELECTIONS = ("rows", "mask", "none")
 
 # The model may write the marker with tokenizer-dependent spacing ("Action :").
-_ACTION_MARKER_PATTERN = re.compile(re.escape(ACTION_MARKER[:-1]) + r"\s*:")
+# Case-insensitive: a lower-casing tokenizer decodes the marker as "action :".
+_ACTION_MARKER_PATTERN = re.compile(re.escape(ACTION_MARKER[:-1]) + r"\s*:", re.IGNORECASE)
 _MAX_QUESTION_CHARS = 2000
 
 
@@ -231,7 +232,8 @@ class TransformersPolicy(Policy):
         if setup.scheme.max_id >= width:
             raise PolicyError(f"{where}: the {setup.scheme.name} scheme uses token id {setup.scheme.max_id}, "
                               f"but the model only has {width} output logits")
-        return cls(model, processor, setup, chain_of_thought=chain_of_thought,
+        # A checkpoint trained to plan first (rt2_ros.json) is only right when asked to plan.
+        return cls(model, processor, setup, chain_of_thought=chain_of_thought or setup.chain_of_thought,
                    max_plan_tokens=max_plan_tokens, warmup=warmup)
 
     @classmethod

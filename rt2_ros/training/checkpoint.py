@@ -136,7 +136,8 @@ def fit_embodiment(embodiment: Embodiment, stats: Mapping[str, Any], mode: str) 
 
 def checkpoint_metadata(*, profile: str, embodiment: Embodiment, scheme: TokenScheme,
                         statistics: Mapping[str, Any] | None = None, dataset: str = "train",
-                        training_data: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                        training_data: Mapping[str, Sequence[str]] | None = None,
+                        chain_of_thought: bool = False) -> dict[str, Any]:
     """``rt2_ros.json`` content: the profile, the embodiment inline, the scheme with its ids, statistics.
 
     Statistics are stored under ``statistics[dataset]`` (OpenVLA's shape) when
@@ -144,6 +145,8 @@ def checkpoint_metadata(*, profile: str, embodiment: Embodiment, scheme: TokenSc
     ones); otherwise the embodiment itself carries any normalisation.
     ``training_data`` (``objects`` / ``instructions`` of the training episodes)
     is what ``rt2-ros eval`` splits seen from unseen tasks with.
+    ``chain_of_thought``: the model was trained to write a plan before each
+    action, so backends loading it plan too.
     """
     data: dict[str, Any] = {
         "format": METADATA_FORMAT, "profile": profile, "embodiment": embodiment.to_dict(),
@@ -156,6 +159,8 @@ def checkpoint_metadata(*, profile: str, embodiment: Embodiment, scheme: TokenSc
             data["unnorm_key"] = dataset
     if training_data:
         data["training_data"] = {key: sorted(values) for key, values in training_data.items()}
+    if chain_of_thought:
+        data["chain_of_thought"] = True
     return data
 
 

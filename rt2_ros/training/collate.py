@@ -30,6 +30,13 @@ positions whose logits predict the answer.  The trainer pops both before the
 forward pass; :func:`~rt2_ros.training.trainer.grounding_loss` points the
 heads, split into as many groups as a row has points, one group per point
 (see ``TrainConfig.grounding_weight``).
+
+With ``plan="points"`` robot answers are chain of thought (RT-2's ``Plan:
+<words> Action: <integers>``) whose plan says where the action heads and
+where the gripper is, in the simulator VQA's "where is the X?" units
+(256ths of the image width and height): ``Plan: goal 131 88 gripper 127 201
+Action: 0 ...``.  The model then writes the two points before the action, so
+the action tokens read them from text it wrote, not only from image tokens.
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ from rt2_ros.action_language import Embodiment, TokenScheme
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
 from rt2_ros.policy.profiles import PROFILES
-from rt2_ros.training.episodes import GROUNDING_POINTS
+from rt2_ros.training.episodes import GROUNDING_POINTS, PLAN_KINDS, points_plan
 from rt2_ros.training.samples import SampleSet
 
 __all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "GROUNDING_KEYS", "Example", "MixtureDataset", "Rt2Collator",
@@ -53,8 +60,6 @@ IGNORE_INDEX = -100
 PREFIX_LM_MODEL_TYPES = ("paligemma",)
 #: Batch entries that are not model inputs (``Rt2Collator(grounding=True)``).
 GROUNDING_KEYS = ("grounding_target", "grounding_queries")
-
-
 @dataclass
 class Example:
     """One sample as the collator takes it: ``kind`` is "robot" (``tokens``) or "vqa" (``answer``)."""
@@ -67,6 +72,8 @@ class Example:
     #: image points to attend to, (x, y) fractions of the image: vqa (where the answer is,),
     #: robot (where the action heads, where the gripper is); None when the sample has none
     points: tuple[tuple[float, float], ...] | None = None
+    #: robot: chain-of-thought plan written before the action (None: the action alone)
+    plan: str | None = None
 
 
 class MixtureDataset:
@@ -75,14 +82,23 @@ class MixtureDataset:
     ``embodiment`` is the one the model is trained to speak: when it is not
     the one the robot samples were read in (``cache_embodiment``, e.g. bounds
     fitted to the data), every action is re-encoded once from its values.
+    ``plan`` (:data:`PLAN_KINDS`): what robot answers write before the action.
     """
 
     def __init__(self, robot: SampleSet | None, vqa: SampleSet | None, embodiment: Embodiment,
-                 cache_embodiment: Embodiment | None = None):
+                 cache_embodiment: Embodiment | None = None, plan: str = "none"):
+        if plan not in PLAN_KINDS:
+            raise ConfigError(f"plan: expected one of {', '.join(PLAN_KINDS)}, got {plan!r}")
         self.robot = robot
         self.vqa = vqa
         self.embodiment = embodiment
+        self.plan = plan
         records = robot.records if robot is not None else []
+        if plan == "points":
+            missing = sum(1 for r in records if not r.get("points"))
+            if missing:
+                raise ConfigError(f"plan: 'points' needs robot samples with grounding points (rt2-ros "
+                                  f"collect records them), {missing} of {len(records)} have none")
         if cache_embodiment is None or cache_embodiment == embodiment:
             self._tokens = [list(r["tokens"]) for r in records]
         else:
@@ -114,7 +130,8 @@ class MixtureDataset:
             named = record.get("points")
             points = tuple(tuple(named[n]) for n in GROUNDING_POINTS) if named else None
             return Example("robot", np.asarray(self.robot.image(index)), record["instruction"],
-                           tokens=self._tokens[index], points=points)
+                           tokens=self._tokens[index], points=points,
+                           plan=points_plan(named) if self.plan == "points" else None)
         index -= self.robot_count
         record = self.vqa.records[index]
         point = record.get("point")
@@ -162,9 +179,9 @@ class Rt2Collator:
         return self.image_token + " ".join(example.text.split())
 
     def answer_ids(self, example: Example) -> list[int]:
-        """The answer's ids without eos: action ids (robot) or the answer text's ids (vqa)."""
+        """The answer's ids without eos: [plan ids +] action ids (robot) or the answer text's ids (vqa)."""
         if example.kind == "robot":
-            return answer_token_ids(self.tokenizer, self.scheme, example.tokens)
+            return answer_token_ids(self.tokenizer, self.scheme, example.tokens, plan=example.plan)
         ids = encode_text(self.tokenizer, " ".join(example.answer.split()))
         if not ids:
             raise ConfigError(f"answer {example.answer!r}: the tokenizer makes no tokens of it")

@@ -64,8 +64,8 @@ from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.mcap_io import BagError, BagWriter
 
-__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode",
-           "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
+__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "POINT_BINS", "PLAN_KINDS", "points_plan", "EpisodeTopics",
+           "EpisodeInfo", "EpisodeStep", "Episode", "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
 ACTION_SOURCES = ("auto", "rt2_action", "ee_pose")
@@ -73,6 +73,31 @@ OUTCOMES = {"true": True, "false": False, "unknown": None}
 _PREFIX = "rt2_ros."
 #: The per-step image points an episode can carry, in this order (see the module doc).
 GROUNDING_POINTS = ("goal", "gripper")
+#: What robot answers plan before the action: nothing, or the goal and gripper image points.
+PLAN_KINDS = ("none", "points")
+
+
+#: Image points as text: column and row in 256ths of the width and height (the simulator's
+#: "where is the X?" answers and the plans below).
+POINT_BINS = 256
+
+
+def points_plan(points: Mapping[str, Iterable[float]]) -> str:
+    """The plan text of a robot sample's grounding points: ``"goal 131 88 gripper 127 201"``.
+
+    Each point is (x, y) fractions of the image, written as column and row in
+    ``POINT_BINS`` ths like the simulator's point answers; a point off the
+    image (a gripper past the frame's edge) is written at the edge.
+    """
+    words = []
+    for name in GROUNDING_POINTS:
+        if name not in points:
+            raise ConfigError(f"points: expected {', '.join(GROUNDING_POINTS)}, got {sorted(points)}")
+        words.append(name)
+        words.extend(str(min(max(int(float(f) * POINT_BINS), 0), POINT_BINS - 1)) for f in points[name])
+    return " ".join(words)
+
+
 # Images kept while waiting for the action computed from them (a policy at
 # 1-5 Hz on a 30 Hz camera refers to one of the last few dozen frames).
 _IMAGE_BUFFER = 256

@@ -14,6 +14,12 @@ The tokenizer is word level and lower-cased: the numbers ``0``..``255`` (one
 token each, so the ``integer`` scheme applies, as PaLI-X's does), the prompt
 words, every word of the simulator's task templates and grounded questions,
 and every word of the training texts.
+
+The number words' embeddings start from an ordinal code (sines and cosines
+of the value at eight frequencies, periods 512 down to 4) instead of noise:
+a pretrained LM's number tokens already know that 61 < 127, and the action
+tokens need that to compare the points a plan writes (``--plan points``).
+Random number embeddings leave every value to be learnt on its own.
 """
 from __future__ import annotations
 
@@ -37,8 +43,10 @@ SCRATCH_SHAPES: dict[str, VlmShape] = {
 }
 
 _SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
+# The prompts, and the markers and words of a chain-of-thought answer (``--plan points``), so a
+# checkpoint trained without plans can be fine-tuned to plan.
 _PROMPT_TEXTS = ("Q: what action should the robot take to ? A:",
-                 "In: What action should the robot take to ?\nOut:", "Plan: Action:")
+                 "In: What action should the robot take to ?\nOut:", "Plan: goal gripper Action:")
 
 
 def words_of(texts: Iterable[str]) -> list[str]:
@@ -96,4 +104,35 @@ def build_scratch_vlm(preset: str, texts: Iterable[str] = (), *, seed: int = 0,
     model_cls, config, processor = builders[shape.family](shape, tokenizer)
     torch.manual_seed(seed)
     model = model_cls._from_config(config, dtype=torch.float32)
+    ordinal_number_embeddings(model, tokenizer, seed=seed)
     return model, processor
+
+
+def ordinal_number_embeddings(model: Any, tokenizer: Any, *, seed: int = 0, count: int = 256,
+                              frequencies: int = 8) -> None:
+    """Set the input embeddings of the words ``0``..``count-1`` to an ordinal code (see the module doc).
+
+    The code (cos and sin of ``pi * v * 2**k / count``) is projected into the
+    hidden size by a fixed random orthonormal map and scaled to the norm of
+    the other rows, plus a little noise so no two rows are exactly tied.
+    Output embeddings tied to the input ones (Gemma's) get the code too.
+    """
+    import torch
+
+    ids = tokenizer.convert_tokens_to_ids([str(v) for v in range(count)])
+    if tokenizer.unk_token_id in ids:
+        raise ConfigError(f"tokenizer: the number words 0..{count - 1} are not all in the vocabulary")
+    weight = model.get_input_embeddings().weight
+    hidden = weight.shape[1]
+    if 2 * frequencies > hidden:
+        raise ConfigError(f"ordinal code: {2 * frequencies} dims do not fit the hidden size {hidden}")
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.arange(count, dtype=torch.float32)[:, None]
+    angles = torch.pi * values * (2.0 ** torch.arange(frequencies, dtype=torch.float32)) / count
+    code = torch.cat([angles.cos(), angles.sin()], dim=1)                        # (count, 2F), rows of norm sqrt(F)
+    basis, _ = torch.linalg.qr(torch.randn(hidden, 2 * frequencies, generator=generator))
+    rows = code @ basis.T
+    with torch.no_grad():
+        scale = weight.norm(dim=1).mean() / rows.norm(dim=1).mean()
+        noise = torch.randn(count, hidden, generator=generator) * (0.1 * float(weight.std()))
+        weight[torch.as_tensor(ids)] = (rows * scale + noise).to(weight.dtype)

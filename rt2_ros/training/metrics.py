@@ -13,7 +13,12 @@ deployed model does as long as it is right, so:
 * **VQA point error**: for items with a ``point`` whose answer is two integers
   (the simulator's "where is the X?": column and row in 256ths of the image),
   the mean |predicted - true| of both numbers read from those argmax tokens;
-  an answer that is not two integers counts 128 (half the range).
+  an answer that is not two integers counts 128 (half the range);
+* **plan point error**: for robot answers with a plan (``plan="points"``), the
+  mean |predicted - true| of the plan's integers (goal and gripper column and
+  row), read from the argmax over free-text ids at the plan's positions; a
+  plan whose integers do not line up with the label's counts 128.  Action
+  metrics are taken at the action's own positions, after the plan.
 
 Only the logits of the answer positions are computed (``logits_to_keep``),
 so a 257k-token vocabulary costs a few answer positions, not the sequence.
@@ -36,6 +41,22 @@ def _two_integers(text: str | None) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
+def _integers(text: str) -> list[int]:
+    return [int(word) for word in text.split() if word.isdigit()]
+
+
+def _plan_error(tokenizer: Any, logits: Any, targets: Any, free_mask: Any) -> float:
+    """Mean |predicted - true| of a plan's integers (128 when they do not line up)."""
+    chosen = logits.masked_fill(~free_mask, float("-inf")).argmax(-1)
+    wanted = _integers(tokenizer.decode(targets.tolist()))
+    got = _integers(tokenizer.decode(chosen.tolist()))
+    if not wanted:
+        return 0.0
+    if len(got) != len(wanted):
+        return 128.0
+    return sum(abs(a - b) for a, b in zip(got, wanted)) / len(wanted)
+
+
 def _to_device(inputs: dict[str, Any], device: Any, dtype: Any) -> dict[str, Any]:
     import torch
 
@@ -55,7 +76,8 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
     """Metrics of ``model`` on ``dataset`` (all samples, or ``indices``); see the module doc.
 
     Returns ``loss`` (mean answer-token cross entropy), ``action_token_accuracy``,
-    ``action_exact_match``, ``action_bin_error``, ``vqa_exact_match``, ``vqa_point_error`` and the
+    ``action_exact_match``, ``action_bin_error``, ``vqa_exact_match``, ``vqa_point_error``,
+    ``plan_point_error`` and the
     sample counts (a metric with nothing to measure is NaN).
     """
     import torch
@@ -70,7 +92,7 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
     free_mask = free_mask.to(device)
     totals = {"loss": 0.0, "tokens": 0, "action_tokens": 0, "action_correct": 0, "actions": 0,
               "actions_exact": 0, "bin_error": 0.0, "bin_count": 0, "vqa": 0, "vqa_exact": 0,
-              "point_error": 0.0, "points": 0}
+              "point_error": 0.0, "points": 0, "plan_error": 0.0, "plans": 0}
     was_training = model.training
     model.eval()
     try:
@@ -96,9 +118,14 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
                 totals["tokens"] += len(positions)
                 if meta.kinds[row] == "robot":
                     exact = True
+                    offset = meta.answer_length[row] - len(allowed)  # the plan's ids come first
+                    if offset > 0:
+                        totals["plan_error"] += _plan_error(collator.tokenizer, rows[:offset], targets[:offset],
+                                                            free_mask)
+                        totals["plans"] += 1
                     for j, ids in enumerate(allowed):
-                        chosen = int(ids[int(rows[j, ids].argmax())])
-                        wanted = int(targets[j])
+                        chosen = int(ids[int(rows[offset + j, ids].argmax())])
+                        wanted = int(targets[offset + j])
                         right = chosen == wanted
                         totals["action_correct"] += int(right)
                         totals["action_tokens"] += 1
@@ -127,5 +154,6 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
     return {"loss": ratio("loss", "tokens"), "action_token_accuracy": ratio("action_correct", "action_tokens"),
             "action_exact_match": ratio("actions_exact", "actions"), "action_bin_error": ratio("bin_error", "bin_count"),
             "vqa_exact_match": ratio("vqa_exact", "vqa"), "vqa_point_error": ratio("point_error", "points"),
+            "plan_point_error": ratio("plan_error", "plans"),
             "robot_samples": float(totals["actions"]),
             "vqa_samples": float(totals["vqa"])}

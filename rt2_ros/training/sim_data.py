@@ -47,7 +47,7 @@ import numpy as np
 
 from rt2_ros.action_language import load_embodiment
 from rt2_ros.errors import ConfigError, PolicyError
-from rt2_ros.training.episodes import EpisodeBagWriter, EpisodeInfo
+from rt2_ros.training.episodes import POINT_BINS, EpisodeBagWriter, EpisodeInfo
 from rt2_ros.training.vqa_data import write_vqa_jsonl
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
 
@@ -58,9 +58,8 @@ CAPTION_QUESTION = "describe the image"
 HOLDING_QUESTION = "what is the gripper holding?"
 QUESTION_KINDS = ("count", "color_of_shape", "shape_of_color", "left_of", "right_of", "closest",
                   "exists", "leftmost", "rightmost", "side", "caption", "count_shape", "point")
-#: "where is the {object}?" is answered with the object's centre as two of the 256 integer
-#: words: column and row, each 0..255 across the image.
-POINT_BINS = 256
+# "where is the {object}?" is answered with the object's centre as two of the POINT_BINS integer
+# words: column and row, each 0..255 across the image.
 # Objects this close to the image centre (fraction of the width) are neither left nor right.
 _CENTRE_BAND = 0.08
 _PLURAL = {"cube": "cubes", "cylinder": "cylinders", "sphere": "spheres"}

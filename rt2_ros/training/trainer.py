@@ -36,7 +36,7 @@ from rt2_ros.errors import ActionLanguageError, ConfigError
 from rt2_ros.policy.profiles import PROFILES, read_checkpoint_metadata, resolve_action_setup
 from rt2_ros.training.checkpoint import (BOUNDS_CHOICES, SCHEME_CHOICES, action_statistics, checkpoint_metadata,
                                          choose_scheme, fit_embodiment, reinitialize_rows)
-from rt2_ros.training.episodes import ACTION_SOURCES
+from rt2_ros.training.episodes import ACTION_SOURCES, GROUNDING_POINTS, PLAN_KINDS, points_plan
 from rt2_ros.training.lerobot_data import LeRobotOptions, parse_action_map
 from rt2_ros.training.samples import OUTCOME_FILTERS, SampleSet
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
@@ -92,6 +92,7 @@ class TrainConfig:
     hf_answer_column: str = "answer"
     grounding_weight: float = 0.0              # weight of the attention-on-the-point loss (0 = off)
     grounding_layer: int = -1                  # decoder layer whose attention it supervises (-1 = middle)
+    plan: str = "none"                         # robot answers: "points" plans goal + gripper points first
     lerobot_camera: str = ""                   # LeRobot datasets: the camera feature ("" = the only one)
     lerobot_action_map: str = ""               # LeRobot datasets: "x=0,y=1,..." ("" = by action names)
     trust_remote_code: bool = False
@@ -146,6 +147,9 @@ class TrainConfig:
             expect_str(key, getattr(self, key), allow_empty=False)
         expect_number("grounding_weight", self.grounding_weight, low=0.0, high=100.0)
         expect_int("grounding_layer", self.grounding_layer, low=-1)
+        expect_str("plan", self.plan, choices=PLAN_KINDS)
+        if self.plan != "none" and not self.data:
+            raise ConfigError(f"plan: {self.plan!r} plans robot answers, but no robot data was given")
         expect_str("lerobot_camera", self.lerobot_camera)
         expect_str("lerobot_action_map", self.lerobot_action_map)
         parse_action_map("lerobot_action_map", self.lerobot_action_map)
@@ -222,11 +226,14 @@ def prepare_data(config: TrainConfig, embodiment: Embodiment, image_size: int,
 # ----------------------------------------------------------------------------- model
 
 
-def _training_texts(robot: SampleSet | None, vqa: SampleSet | None, profile: str) -> list[str]:
+def _training_texts(robot: SampleSet | None, vqa: SampleSet | None, profile: str,
+                    plan: str = "none") -> list[str]:
     """Every text the model reads or writes (tokenizer vocabulary, least_frequent counts)."""
     texts = []
     if robot is not None:
         texts.extend(PROFILES[profile].prompt(t) for t in sorted({r["instruction"] for r in robot.records}))
+        if plan == "points":
+            texts.append(points_plan({name: (0.5, 0.5) for name in GROUNDING_POINTS}))
     if vqa is not None:
         texts.extend(r["question"] for r in vqa.records)
         texts.extend(r["answer"] for r in vqa.records)
@@ -449,7 +456,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
             log("warning: actions at the embodiment's bounds (clipped?): "
                 + ", ".join(f"{k} {v:.1%}" for k, v in clipped.items()))
 
-    texts = _training_texts(robot_train, vqa_train, config.profile)
+    texts = _training_texts(robot_train, vqa_train, config.profile, config.plan)
     if config.from_scratch:
         model, processor = build_scratch_vlm(config.from_scratch, texts, seed=config.seed,
                                              image_size=config.image_size or None)
@@ -460,14 +467,16 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         + (" (rows re-initialised)" if reinit else ""))
     metadata = _loadable_metadata(checkpoint_metadata(
         profile=config.profile, embodiment=embodiment, scheme=scheme, statistics=statistics,
-        dataset=config.dataset_name, training_data=_training_data(robot_train)))
+        dataset=config.dataset_name, training_data=_training_data(robot_train),
+        chain_of_thought=config.plan != "none"))
     prefix_lm = model.config.model_type in PREFIX_LM_MODEL_TYPES
     grounding_layer = _grounding_setup(config, model, log)
     collator = Rt2Collator(processor, scheme, profile=config.profile, prefix_lm=prefix_lm,
                            grounding=grounding_layer is not None)
-    train_set = MixtureDataset(robot_train, vqa_train, embodiment, cache_embodiment)
+    train_set = MixtureDataset(robot_train, vqa_train, embodiment, cache_embodiment, plan=config.plan)
     eval_set = MixtureDataset(_cap(robot_eval, config.eval_max_samples, config.seed),
-                              _cap(vqa_eval, config.eval_max_samples, config.seed), embodiment, cache_embodiment)
+                              _cap(vqa_eval, config.eval_max_samples, config.seed), embodiment, cache_embodiment,
+                              plan=config.plan)
     width = int(model.get_output_embeddings().weight.shape[0])
     free_mask = free_text_mask(processor.tokenizer, width)
     has_eval = len(eval_set) > 0
