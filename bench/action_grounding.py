@@ -108,21 +108,19 @@ def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) 
             "grounding_loss": sum(losses) / len(examples), "goal_found": np.array(hits["goal"], dtype=bool)}
 
 
-def _plan_numbers(plan: str) -> list[int]:
-    return [int(word) for word in plan.split() if word.isdigit()]
-
-
 def action_errors(policy, examples: list) -> dict[str, np.ndarray]:
     """|bin error| per example and dim, (N, dims), of the policy's greedy action, with the image and
     with a black one; for planning policies also ``plan_<key>``: |error| of the plan's four numbers
     (goal column, row, gripper column, row; 128 where the plan does not have them)."""
+    from rt2_ros.training.episodes import plan_numbers
+
     errors: dict[str, list] = {"image": [], "black": [], "plan_image": [], "plan_black": []}
     for example in examples:
         for key, image in (("image", example.image), ("black", np.zeros_like(example.image))):
             output = policy.act(image, example.text)
             errors[key].append([abs(a - b) for a, b in zip(output.tokens, example.tokens)])
             if example.plan:
-                wanted, got = _plan_numbers(example.plan), _plan_numbers(output.plan)
+                wanted, got = plan_numbers(example.plan), plan_numbers(output.plan)
                 errors[f"plan_{key}"].append([abs(a - b) for a, b in zip(got, wanted)]
                                              if len(got) == len(wanted) else [128.0] * len(wanted))
     return {key: np.array(values, dtype=float) for key, values in errors.items() if values}

@@ -25,6 +25,23 @@ def scene(side: str, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
+def write_push_episode(path, side: str, steps: int, rng: np.random.Generator, points=None) -> None:
+    """One successful "push the red cube to the <side>" episode of ``steps`` steps (the last terminates);
+    ``points``: the grounding points every step carries (None: none)."""
+    instruction = f"push the red cube to the {side}"
+    writer = EpisodeBagWriter(path, ARM)
+    writer.instruction(instruction, 1)
+    for k in range(steps):
+        last = k == steps - 1
+        action = {"terminate": last, "x": 0.0, "y": 0.0 if last else (0.03 if side == "left" else -0.03),
+                  "z": -0.01 * (k < 2), "roll": 0.0, "pitch": 0.0, "yaw": 0.0, "gripper": 1.0}
+        tokens = ARM.encode(action)
+        writer.step(image=scene(side, rng), stamp_ns=10 + k * 200_000_000, instruction=instruction,
+                    tokens=tokens, action=ARM.decode(tokens), control_rate_hz=5.0,
+                    ee_position=[0.4, 0.0, 0.1], ee_quaternion=[1, 0, 0, 0], points=points)
+    writer.close(EpisodeInfo(instruction, success=True, embodiment="rt2_arm", control_rate_hz=5.0))
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """Synthetic episodes (the push direction is visible in the image) and VQA about the same images."""
@@ -35,18 +52,7 @@ def dataset(tmp_path_factory):
     lines = []
     for e in range(5):
         side = ("left", "right")[e % 2]
-        instruction = f"push the red cube to the {side}"
-        writer = EpisodeBagWriter(root / "episodes" / f"ep{e}", ARM)
-        writer.instruction(instruction, 1)
-        for k in range(6):
-            y = 0.03 if side == "left" else -0.03
-            action = {"terminate": k == 5, "x": 0.0, "y": 0.0 if k == 5 else y, "z": -0.01 * (k < 2),
-                      "roll": 0.0, "pitch": 0.0, "yaw": 0.0, "gripper": 1.0}
-            tokens = ARM.encode(action)
-            writer.step(image=scene(side, rng), stamp_ns=10 + k * 200_000_000, instruction=instruction,
-                        tokens=tokens, action=ARM.decode(tokens), control_rate_hz=5.0,
-                        ee_position=[0.4, 0.0, 0.1], ee_quaternion=[1, 0, 0, 0])
-        writer.close(EpisodeInfo(instruction, success=True, embodiment="rt2_arm", control_rate_hz=5.0))
+        write_push_episode(root / "episodes" / f"ep{e}", side, 6, rng)
         image_name = f"vqa_{e}.png"
         Image.fromarray(scene(side, rng)).save(root / image_name)
         lines.append({"image": image_name, "question": "is the red cube on the left or the right?",
@@ -234,19 +240,9 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
     rng = np.random.default_rng(4)
     for e in range(8):
         side = ("left", "right")[e % 2]
-        instruction = f"push the red cube to the {side}"
-        writer = EpisodeBagWriter(tmp_path / "episodes" / f"ep{e}", ARM)
-        writer.instruction(instruction, 1)
-        for k in range(4):
-            action = {"terminate": k == 3, "x": 0.0, "y": 0.03 if side == "left" else -0.03, "z": 0.0,
-                      "roll": 0.0, "pitch": 0.0, "yaw": 0.0, "gripper": 1.0}
-            tokens = ARM.encode(action)
-            goal = (0.25 if side == "left" else 0.75, 0.5)   # the cube's centre in scene()
-            writer.step(image=scene(side, rng), stamp_ns=10 + k * 200_000_000, instruction=instruction,
-                        tokens=tokens, action=ARM.decode(tokens), control_rate_hz=5.0,
-                        ee_position=[0.4, 0.0, 0.1], ee_quaternion=[1, 0, 0, 0],
-                        points={"goal": goal, "gripper": (0.5, 0.9)})
-        writer.close(EpisodeInfo(instruction, success=True, embodiment="rt2_arm", control_rate_hz=5.0))
+        goal = (0.25 if side == "left" else 0.75, 0.5)   # the cube's centre in scene()
+        write_push_episode(tmp_path / "episodes" / f"ep{e}", side, 4, rng,
+                           points={"goal": goal, "gripper": (0.5, 0.9)})
     out = tmp_path / "ckpt"
     code = main(["train", "--out", str(out), "--from-scratch", "tiny", "--data", str(tmp_path / "episodes"),
                  "--robot-fraction", "1.0", "--plan", "points", "--max-steps", "150", "--batch-size", "8",

@@ -64,8 +64,9 @@ from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.mcap_io import BagError, BagWriter
 
-__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "POINT_BINS", "PLAN_KINDS", "points_plan", "EpisodeTopics",
-           "EpisodeInfo", "EpisodeStep", "Episode", "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
+__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "POINT_BINS", "PLAN_KINDS", "point_bin", "points_plan",
+           "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode", "EpisodeBagWriter",
+           "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
 ACTION_SOURCES = ("auto", "rt2_action", "ee_pose")
@@ -82,6 +83,11 @@ PLAN_KINDS = ("none", "points")
 POINT_BINS = 256
 
 
+def point_bin(fraction: float) -> int:
+    """A fraction of the image width or height as its POINT_BINS bin (off the image: the edge bin)."""
+    return min(max(int(float(fraction) * POINT_BINS), 0), POINT_BINS - 1)
+
+
 def points_plan(points: Mapping[str, Iterable[float]]) -> str:
     """The plan text of a robot sample's grounding points: ``"goal 131 88 gripper 127 201"``.
 
@@ -94,8 +100,13 @@ def points_plan(points: Mapping[str, Iterable[float]]) -> str:
         if name not in points:
             raise ConfigError(f"points: expected {', '.join(GROUNDING_POINTS)}, got {sorted(points)}")
         words.append(name)
-        words.extend(str(min(max(int(float(f) * POINT_BINS), 0), POINT_BINS - 1)) for f in points[name])
+        words.extend(str(point_bin(f)) for f in points[name])
     return " ".join(words)
+
+
+def plan_numbers(text: str) -> list[int]:
+    """The integers of a plan's text, in order (``"goal 131 88 gripper 127 54"`` -> [131, 88, 127, 54])."""
+    return [int(word) for word in text.split() if word.isdigit()]
 
 
 # Images kept while waiting for the action computed from them (a policy at

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from rt2_ros.action_language import Embodiment, TokenScheme
 from rt2_ros.training.collate import GROUNDING_KEYS, IGNORE_INDEX, MixtureDataset, Rt2Collator
+from rt2_ros.training.episodes import plan_numbers
 
 __all__ = ["evaluate_model"]
 
@@ -41,15 +42,11 @@ def _two_integers(text: str | None) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-def _integers(text: str) -> list[int]:
-    return [int(word) for word in text.split() if word.isdigit()]
-
-
 def _plan_error(tokenizer: Any, logits: Any, targets: Any, free_mask: Any) -> float:
     """Mean |predicted - true| of a plan's integers (128 when they do not line up)."""
     chosen = logits.masked_fill(~free_mask, float("-inf")).argmax(-1)
-    wanted = _integers(tokenizer.decode(targets.tolist()))
-    got = _integers(tokenizer.decode(chosen.tolist()))
+    wanted = plan_numbers(tokenizer.decode(targets.tolist()))
+    got = plan_numbers(tokenizer.decode(chosen.tolist()))
     if not wanted:
         return 0.0
     if len(got) != len(wanted):

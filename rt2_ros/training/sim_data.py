@@ -47,7 +47,7 @@ import numpy as np
 
 from rt2_ros.action_language import load_embodiment
 from rt2_ros.errors import ConfigError, PolicyError
-from rt2_ros.training.episodes import POINT_BINS, EpisodeBagWriter, EpisodeInfo
+from rt2_ros.training.episodes import POINT_BINS, EpisodeBagWriter, EpisodeInfo, point_bin
 from rt2_ros.training.vqa_data import write_vqa_jsonl
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
 
@@ -196,7 +196,7 @@ def scene_questions(objects: list[_Seen], width: int, rng: np.random.Generator, 
                                               f"the {others[int(order[0])].name}"))
         # Pixel centres are at integer coordinates: (u + 0.5) / width is the fraction of the width.
         x, y = (round(min(max((c + 0.5) / width, 0.0), 1.0), 4) for c in (obj.u, obj.v))
-        column, row = (min(int(f * POINT_BINS), POINT_BINS - 1) for f in (x, y))
+        column, row = point_bin(x), point_bin(y)
         candidates["point"].append((f"where is the {obj.name}?", f"{column} {row}", (x, y)))
         offset = obj.u - (width - 1) / 2
         if abs(offset) > _CENTRE_BAND * width:
