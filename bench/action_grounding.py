@@ -20,9 +20,20 @@ grounding points: where the action heads and where the gripper is):
   clearly better where it was);
 * **plans** (checkpoints trained with ``--plan points``): the attention is
   read with the true plan written before the action (teacher forcing, as in
-  training), and the plan the policy writes on the first steps is compared
+  training) at the positions that predict the plan (those the grounding loss
+  points at the image), plus the action positions' attention mass on the
+  plan's numbers (those it points at the plan), and the plan the policy writes on the first steps is compared
   with the true one (mean |error| of the goal's and the gripper's column and
-  row, in 256ths of the image).
+  row, in 256ths of the image);
+* **does the action follow the plan** (planning checkpoints): with the true
+  plan teacher-forced, but its goal column written as 32 and then as 224
+  (the goal far left, then far right), how far each action dim's expected
+  bin moves between the two, on the first steps. The sideways (y) action
+  has to change by well over a hundred bins for that if the action reads
+  the plan; ~0 means the action ignores the goal's column it was given.
+
+``--decoding median`` scores the policy's actions under median decoding
+(README, Median decoding) instead of greedy.
 
     rt2-ros collect --episodes 40 --seed 7000 --out /tmp/fresh --image-size 224 --shadows \\
         --exclude-objects purple --vqa-scenes 0
@@ -80,7 +91,8 @@ def trained_grounding_layer(checkpoint: Path, layers: int) -> int:
 
 def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) -> dict[str, Any]:
     """Goal / gripper argmax hit rates and the mean grounding loss of ``examples`` in decoder ``layer``;
-    ``goal_found`` is each example's goal hit (bool array), to split the action errors by."""
+    ``goal_found`` is each example's goal hit (bool array), to split the action errors by; with plans
+    also ``plan_mass``: the action positions' mean attention on the plan's numbers."""
     import torch
 
     from rt2_ros.training.collate import Rt2Collator
@@ -91,13 +103,19 @@ def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) 
     collator = Rt2Collator(policy.processor, policy.scheme, prefix_lm=True, grounding=True)
     hits = {"goal": [], "gripper": []}
     losses = []
+    plan_mass = []
     for start in range(0, len(examples), batch_size):
         batch = collator(examples[start:start + batch_size])
         target, queries = batch.pop("grounding_target"), batch.pop("grounding_queries")
+        numbers, plan_queries = batch.pop("plan_numbers"), batch.pop("plan_queries")
         batch.pop("labels")
         with torch.no_grad():
             attentions = model(**batch, output_attentions=True).attentions[layer]
         losses.append(float(grounding_loss(attentions, target, queries)) * len(target))
+        for row in range(attentions.shape[0]):
+            positions = numbers[row][numbers[row] >= 0]
+            if len(positions):
+                plan_mass.append(float(attentions[row][:, plan_queries[row]][:, :, positions].sum(-1).mean()))
         groups = torch.arange(attentions.shape[1]).tensor_split(2)
         for row in range(attentions.shape[0]):
             asked = torch.nonzero(queries[row]).flatten()
@@ -105,7 +123,47 @@ def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) 
                 looked = attentions[row, group][:, asked].mean((0, 1))
                 hits[name].append(int(looked.argmax()) == int(point))
     return {"goal_hit": float(np.mean(hits["goal"])), "gripper_hit": float(np.mean(hits["gripper"])),
-            "grounding_loss": sum(losses) / len(examples), "goal_found": np.array(hits["goal"], dtype=bool)}
+            "grounding_loss": sum(losses) / len(examples), "goal_found": np.array(hits["goal"], dtype=bool),
+            "plan_mass": float(np.mean(plan_mass)) if plan_mass else None}
+
+
+def plan_following(policy, examples: list, columns: tuple[int, int] = (32, 224),
+                   batch_size: int = 16) -> np.ndarray:
+    """Per example and dim, |expected bin with the goal column written as columns[1] - with
+    columns[0]|, the rest of the true plan and the image unchanged (teacher forced), (N, dims)."""
+    import dataclasses
+
+    import torch
+
+    from rt2_ros.training.collate import Rt2Collator
+    from rt2_ros.training.episodes import plan_numbers
+
+    collator = Rt2Collator(policy.processor, policy.scheme, prefix_lm=True)
+    allowed = policy.allowed_token_ids()
+    dims = len(allowed)
+    expected: list[np.ndarray] = []
+    for column in columns:
+        variants = []
+        for example in examples:
+            numbers = plan_numbers(example.plan)
+            words = example.plan.split()
+            words[words.index(str(numbers[0]))] = str(column)   # the goal's column: the first number
+            variants.append(dataclasses.replace(example, plan=" ".join(words)))
+        rows = []
+        for start in range(0, len(variants), batch_size):
+            batch, meta = collator.collate_with_meta(variants[start:start + batch_size])
+            batch.pop("labels")
+            with torch.no_grad():
+                logits = policy.model(**batch).logits.float()
+            for row in range(logits.shape[0]):
+                first = meta.answer_start[row] - 1 + meta.answer_length[row] - dims
+                means = []
+                for position in range(dims):
+                    probabilities = logits[row, first + position, allowed[position]].softmax(-1)
+                    means.append(float((probabilities * torch.arange(len(allowed[position]))).sum()))
+                rows.append(means)
+        expected.append(np.array(rows))
+    return np.abs(expected[1] - expected[0])
 
 
 def action_errors(policy, examples: list) -> dict[str, np.ndarray]:
@@ -131,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="checkpoint directory (rt2-ros train output)")
     parser.add_argument("--episodes", required=True, help="fresh episodes: a collect output or a bag directory")
     parser.add_argument("--stride", type=int, default=5, help="every N-th step for the all-steps figures")
+    parser.add_argument("--decoding", default="greedy", choices=("greedy", "median"),
+                        help="how the policy's actions are decoded (default greedy)")
     parser.add_argument("--layer", type=int, default=None,
                         help="decoder layer to read the attention of (default: the one the checkpoint's "
                              "training supervised, from its training_summary.json; else the middle one)")
@@ -140,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     from rt2_ros.training.episodes import find_episodes, read_episode
 
     started = time.perf_counter()
-    policy = TransformersPolicy.from_pretrained(args.model, dtype="float32", device="cpu", warmup=False)
+    policy = TransformersPolicy.from_pretrained(args.model, dtype="float32", device="cpu", warmup=False,
+                                                decoding=args.decoding)
     embodiment = policy.embodiment
     episodes = [read_episode(path, embodiment) for path in find_episodes(args.episodes)]
     if not episodes:
@@ -152,12 +213,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--layer: expected 0..{layers - 1} (the decoder's layers), got {layer}")
     patches = policy.model.config.vision_config.image_size // policy.model.config.vision_config.patch_size
     print(f"checkpoint {args.model}; {len(episodes)} fresh episodes from {args.episodes}")
-    print(f"attention of the action positions (decoder layer {layer}; chance ~1/{patches * patches} per patch):")
+    asking = "plan" if policy.chain_of_thought else "action"
+    print(f"attention of the {asking} positions (decoder layer {layer}; chance ~1/{patches * patches} "
+          f"per patch):")
     for label, examples in ((f"first steps ({len(first)})", first),
                             (f"every {args.stride}th step ({len(strided)})", strided)):
         figures = attention_figures(policy, examples, layer)
         print(f"  {label:<24} goal patch {figures['goal_hit']:.2f}  gripper patch "
-              f"{figures['gripper_hit']:.2f}  grounding loss {figures['grounding_loss']:.2f}")
+              f"{figures['gripper_hit']:.2f}  grounding loss {figures['grounding_loss']:.2f}"
+              + (f"  action on plan numbers {figures['plan_mass']:.2f}" if figures["plan_mass"] is not None
+                 else ""))
         if examples is first:
             found = figures["goal_found"]
     errors = action_errors(policy, first)
@@ -166,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"image": errors["image"], "black": errors["black"],
             f"image, goal found ({int(found.sum())})": errors["image"][found],
             f"image, goal missed ({int((~found).sum())})": errors["image"][~found]}
-    print("greedy action vs the expert's, first steps, mean |bin error| per dim:")
+    print(f"{args.decoding} action vs the expert's, first steps, mean |bin error| per dim:")
     print("  " + " " * 27 + " ".join(f"{n:>9}" for n in embodiment.names))
     for key, values in rows.items():
         cells = values.mean(axis=0) if len(values) else [float("nan")] * len(embodiment.names)
@@ -176,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + " " * 27 + " ".join(f"{n:>9}" for n in ("goal col", "goal row", "grip col", "grip row")))
         for key in ("image", "black"):
             print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in errors[f"plan_{key}"].mean(axis=0)))
+        shift = plan_following(policy, first)
+        print("does the action follow the plan? first steps, true plan with the goal column written as 32, "
+              "then 224: mean |change of the expected bin| per dim:")
+        print("  " + " " * 27 + " ".join(f"{n:>9}" for n in embodiment.names))
+        print(f"  {'goal column 32 -> 224':<26} " + " ".join(f"{v:9.1f}" for v in shift.mean(axis=0)))
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -46,4 +46,4 @@ else
 fi
 .venv/bin/rt2-ros train --model "$pointing" --data "$data/A" --data "$data/B" "${mix[@]}" \
     --out "$out" --max-steps "$steps" --batch-size 16 --lr 1e-3 --warmup 0.05 --eval-steps 1000 \
-    --eval-episodes 4 --logging-steps 50 --grounding-weight 1 --plan points --cpu
+    --eval-episodes 4 --logging-steps 50 --grounding-weight 1 --plan points --plan-given-fraction 0.5 --cpu

@@ -78,6 +78,13 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
     assert _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "3"]) == 0
     out = capsys.readouterr().out
     assert "plan written vs the true one" in out, out
+    row = re.search(r"goal column 32 -> 224((?:\s+\S+){8})$", out, re.MULTILINE)
+    assert row, out
+    assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
+    assert "greedy action vs the expert's" in out
+    assert _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "3",
+                                 "--decoding", "median"]) == 0
+    assert "median action vs the expert's" in capsys.readouterr().out
     plan_rows = out.split("plan written vs the true one")[1]
     for key in ("image", "black"):
         row = re.search(rf"^\s+{key} ((?:\s+\S+){{4}})$", plan_rows, re.MULTILINE)

@@ -47,6 +47,13 @@ def test_act_prints_the_action_json(tiny_paligemma_dir, image_file):
                                                 warmup=False)
     rgb = cv2.cvtColor(cv2.imread(str(image_file)), cv2.COLOR_BGR2RGB)
     assert policy.act(rgb, "pick up the red block").tokens == out["tokens"]
+    # --decoding reaches the backend.
+    median = rt2_ros("act", "--model", str(tiny_paligemma_dir), "--image", str(image_file), "--device", "cpu",
+                     "--dtype", "float32", "--decoding", "median", "pick up the red block")
+    assert median.returncode == 0, median.stderr
+    by_median = TransformersPolicy(policy.model, policy.processor, policy.setup, decoding="median",
+                                   warmup=False)
+    assert json.loads(median.stdout)["tokens"] == by_median.act(rgb, "pick up the red block").tokens
 
 
 def test_ask_prints_a_free_text_answer(tiny_llava_dir, image_file):

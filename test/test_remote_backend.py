@@ -138,6 +138,9 @@ def test_bad_constructor_arguments_are_config_errors():
         RemotePolicy("localhost:8000", "m", action_space=SPACE)
     with pytest.raises(ConfigError, match="image_format"):
         RemotePolicy("http://h:1", "m", action_space=SPACE, image_format="gif")
+    # Median decoding happens where the model runs: rt2-ros serve --decoding median.
+    with pytest.raises(ConfigError, match="decoding: 'median' is chosen where the model runs.*backend 'remote'"):
+        PolicyConfig(backend="remote", model="m", decoding="median")
 
 
 # --------------------------------------------------------------------------- answers

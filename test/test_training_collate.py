@@ -179,6 +179,50 @@ def test_grounding_of_a_robot_sample_marks_its_goal_and_gripper_patches(paligemm
     assert torch.nonzero(batch["grounding_queries"][0]).flatten().tolist() == list(range(start - 1, start - 1 + length))
 
 
+def test_with_a_plan_only_the_plan_positions_are_pointed_at_the_image(paligemma):
+    # The plan writes where the goal and the gripper are: its positions read the image. The action
+    # positions are left free to attend to the plan's numbers.
+    robot = examples()[0]
+    robot.points = ((0.1, 0.9), (0.5, 0.2))
+    robot.plan = "goal 25 230 gripper 128 51"
+    batch, meta = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
+                              grounding=True).collate_with_meta([robot])
+    start, length = meta.answer_start[0], meta.answer_length[0]
+    plan_length = length - len(robot.tokens)
+    assert plan_length > 4
+    asked = torch.nonzero(batch["grounding_queries"][0]).flatten().tolist()
+    assert asked == list(range(start - 1, start - 1 + plan_length))
+    # The first position left free is the one that predicts the first action token.
+    answer = answer_token_ids(paligemma.tokenizer, paligemma.scheme, robot.tokens, plan=robot.plan)
+    first_action = paligemma.scheme.ids_for_bins(robot.tokens)[0]
+    assert int(batch["labels"][0, asked[-1] + 2]) == answer[plan_length] == first_action
+    # The action positions are pointed at the plan's four numbers instead.
+    numbers = [int(p) for p in batch["plan_numbers"][0] if p >= 0]
+    assert [paligemma.tokenizer.decode([int(batch["input_ids"][0, p])]).strip() for p in numbers] == \
+        ["25", "230", "128", "51"]
+    acting = torch.nonzero(batch["plan_queries"][0]).flatten().tolist()
+    assert acting == list(range(start - 1 + plan_length, start - 1 + length))
+
+
+def test_plan_reading_loss_is_low_only_when_the_action_attends_to_the_plans_numbers():
+    from rt2_ros.training.trainer import plan_reading_loss
+
+    length = 12
+    numbers = torch.tensor([[3, 5], [-1, -1]])
+    queries = torch.zeros(2, length, dtype=torch.bool)
+    queries[0, 8:] = True
+    on_numbers = torch.zeros(2, 2, length, length)
+    on_numbers[:, :, :, 3] = 0.5
+    on_numbers[:, :, :, 5] = 0.5
+    assert float(plan_reading_loss(on_numbers, numbers, queries)) == pytest.approx(0.0, abs=1e-6)
+    elsewhere = torch.zeros_like(on_numbers)
+    elsewhere[:, :, :, 0] = 1.0
+    assert float(plan_reading_loss(elsewhere, numbers, queries)) > 10.0
+    uniform = torch.full((2, 2, length, length), 1.0 / length)
+    assert float(plan_reading_loss(uniform, numbers, queries)) == pytest.approx(np.log(length / 2))
+    assert float(plan_reading_loss(uniform, torch.tensor([[-1], [-1]]), queries)) == 0.0
+
+
 def test_grounding_loss_splits_the_heads_between_a_rows_points():
     from rt2_ros.training.trainer import grounding_loss
 
@@ -249,3 +293,40 @@ def test_points_plans_are_built_from_the_grounding_points():
         MixtureDataset(SampleSet("robot", [bare], pixels), None, arm, plan="points")
     with pytest.raises(ConfigError, match="plan: expected one of none, points, got 'words'"):
         MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="words")
+
+
+def test_plan_given_items_teach_the_action_to_follow_the_plan(paligemma):
+    from rt2_ros.action_language import load_embodiment
+    from rt2_ros.errors import ConfigError
+
+    arm = load_embodiment("rt2_arm")
+    tokens = arm.encode({"terminate": False, "x": 0.01, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
+                         "yaw": 0.0, "gripper": 1.0})
+    # Two samples, each image a single grey level (its index), so the image an item got is readable.
+    records = [{"instruction": "push the red cube", "tokens": tokens, "offset": 48 * i, "shape": [4, 4, 3],
+                "points": {"goal": [0.1, 0.9], "gripper": [0.5, 0.2]}} for i in range(2)]
+    pixels = np.repeat(np.arange(2, dtype=np.uint8), 48)
+    samples = SampleSet("robot", records, pixels)
+    given = MixtureDataset(samples, None, arm, plan="points", plan_given_fraction=1.0, seed=3)
+    items = [given[i % 2] for i in range(200)]
+    assert all(item.plan_given and item.points is None and item.plan == "goal 25 230 gripper 128 51"
+               for item in items)
+    # The image is drawn from all robot samples, not the item's own.
+    assert sum(int(item.image[0, 0, 0]) != i % 2 for i, item in enumerate(items)) > 60
+    half = MixtureDataset(samples, None, arm, plan="points", plan_given_fraction=0.5, seed=3)
+    shares = [half[0] for _ in range(2000)]
+    assert abs(sum(item.plan_given for item in shares) / 2000 - 0.5) < 0.05
+    assert all(item.points is not None for item in shares if not item.plan_given)
+    # Collated: no loss on the given plan, the action and eos are learnt; no grounding.
+    robot = examples()[0]
+    robot.plan, robot.plan_given = "goal 25 230 gripper 128 51", True
+    batch, meta = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
+                              grounding=True).collate_with_meta([robot])
+    start, length = meta.answer_start[0], meta.answer_length[0]
+    answer = answer_token_ids(paligemma.tokenizer, paligemma.scheme, robot.tokens, plan=robot.plan)
+    assert batch["input_ids"][0, start:start + length].tolist() == answer
+    learnt = [int(i) for i in batch["labels"][0] if i != IGNORE_INDEX]
+    assert learnt == paligemma.scheme.ids_for_bins(robot.tokens) + [paligemma.tokenizer.eos_token_id]
+    assert batch["grounding_target"].tolist() == [[-1]] and not batch["grounding_queries"].any()
+    with pytest.raises(ConfigError, match="plan_given_fraction: expected 0..1 with a plan, got 0.5"):
+        MixtureDataset(samples, None, arm, plan_given_fraction=0.5)

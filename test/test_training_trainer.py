@@ -191,6 +191,7 @@ def _grounding_mass(checkpoint, records, images):
                 for r in records]
     batch = collator(examples)
     target, queries = batch.pop("grounding_target"), batch.pop("grounding_queries")
+    batch.pop("plan_numbers"), batch.pop("plan_queries")
     with torch.no_grad():
         attentions = policy.model(**batch, output_attentions=True).attentions
     layer = policy.model.config.get_text_config().num_hidden_layers // 2
@@ -245,12 +246,15 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
                            points={"goal": goal, "gripper": (0.5, 0.9)})
     out = tmp_path / "ckpt"
     code = main(["train", "--out", str(out), "--from-scratch", "tiny", "--data", str(tmp_path / "episodes"),
-                 "--robot-fraction", "1.0", "--plan", "points", "--max-steps", "150", "--batch-size", "8",
+                 "--robot-fraction", "1.0", "--plan", "points", "--plan-given-fraction", "0.25",
+                 "--grounding-weight", "1",
+                 "--max-steps", "150", "--batch-size", "8",
                  "--lr", "3e-3", "--warmup", "0", "--lr-scheduler", "constant", "--eval-steps", "0",
                  "--eval-episodes", "2", "--cpu", "--training-args", '{"disable_tqdm": true}'])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert json.loads((out / SUMMARY_FILE).read_text())["config"]["plan"] == "points"
+    config = json.loads((out / SUMMARY_FILE).read_text())["config"]
+    assert config["plan"] == "points" and config["plan_given_fraction"] == 0.25
     assert 0 <= summary["final_metrics"]["eval_plan_point_error"] < 64   # teacher-forced plan integers
     assert read_checkpoint_metadata(out).chain_of_thought is True
     policy = TransformersPolicy.from_pretrained(out, dtype="float32", device="cpu")
@@ -270,3 +274,10 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
     code = main(["train", "--out", str(tmp_path / "o2"), "--from-scratch", "tiny", "--data",
                  str(tmp_path / "none"), "--plan", "points", "--robot-fraction", "1.0", "--max-steps", "1"])
     assert code == 2
+    # Giving the plan needs a plan.
+    capsys.readouterr()
+    code = main(["train", "--out", str(tmp_path / "o3"), "--from-scratch", "tiny", "--data",
+                 str(tmp_path / "episodes"), "--plan-given-fraction", "0.5", "--robot-fraction", "1.0"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "plan_given_fraction: 0.5 gives robot samples their plan, but plan is 'none'" in error

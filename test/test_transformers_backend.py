@@ -12,7 +12,8 @@ from rt2_ros.action_language import (ActionLanguageError, format_action_text, lo
                                      parse_action_text, parse_model_output)
 from rt2_ros.policy.base import PolicyError
 from rt2_ros.policy.config import PolicyConfig
-from rt2_ros.policy.constrained_decoding import ActionHead, allowed_mask, answer_token_ids, encode_text
+from rt2_ros.policy.constrained_decoding import (ActionHead, allowed_mask, answer_token_ids, encode_text,
+                                                 median_index)
 from rt2_ros.policy.profiles import METADATA_FILE, read_checkpoint_metadata
 from rt2_ros.policy.transformers_backend import TransformersPolicy
 
@@ -154,6 +155,43 @@ def test_row_selection_and_mask_selection_decode_the_same_actions(paligemma, tin
                                 warmup=False)
     for image in random_images(5, seed=4):
         assert masked.act(image, "open the drawer").tokens == paligemma.act(image, "open the drawer").tokens
+
+
+def test_median_index_is_where_the_cumulative_probability_reaches_one_half():
+    probabilities = torch.zeros(2, 256)
+    probabilities[0, [10, 100, 200]] = torch.tensor([0.4, 0.2, 0.4])   # two peaks: argmax 10, median 100
+    probabilities[1, 250] = 1.0
+    logits = probabilities.clamp_min(1e-12).log()
+    assert median_index(logits).tolist() == [100, 250]
+    assert logits.argmax(-1).tolist() == [10, 250]
+
+
+@pytest.mark.parametrize("name", ["paligemma", "llava"])
+def test_median_decoding_takes_each_continuous_dims_median_bin(request, name):
+    greedy = request.getfixturevalue(name)
+    setup = greedy.setup
+    rows = TransformersPolicy(greedy.model, greedy.processor, setup, decoding="median", warmup=False)
+    masked = TransformersPolicy(greedy.model, greedy.processor, setup, decoding="median", selection="mask",
+                                warmup=False)
+    kinds = [dim.kind for dim in greedy.embodiment.dims]
+    differs = 0
+    for image in random_images(4, seed=9):
+        out = rows.act(image, "open the drawer")
+        assert_legal(rows, out)
+        assert masked.act(image, "open the drawer").tokens == out.tokens
+        # Teacher-forced on the decoded tokens, each position's distribution over its allowed ids.
+        ids = greedy.scheme.ids_for_bins(out.tokens)
+        inputs = greedy._encode([image], [greedy.prompt_text("open the drawer")], answer_prefix=ids[:-1])
+        with torch.no_grad():
+            logits = greedy.model(**inputs).logits[0, -len(ids):].float()
+        for position, (kind, token) in enumerate(zip(kinds, out.tokens)):
+            allowed = logits[position, greedy.allowed_token_ids()[position]]
+            expected = int(median_index(allowed[None])[0]) if kind == "continuous" else int(allowed.argmax())
+            assert token == expected, (position, kind)
+            differs += kind == "continuous" and token != int(allowed.argmax())
+    assert differs, "on a random model's spread distributions the median is not the argmax"
+    with pytest.raises(PolicyError, match="decoding: expected one of greedy, median, got 'mean'"):
+        TransformersPolicy(greedy.model, greedy.processor, setup, decoding="mean", warmup=False)
 
 
 def test_action_head_uses_the_bias_and_refuses_ids_outside_the_logits():
@@ -364,8 +402,9 @@ def test_device_and_quantization_options_fail_clearly(tiny_llava_dir):
 
 def test_from_config_reads_every_option(tiny_llava_dir):
     cfg = PolicyConfig.from_mapping({"model": str(tiny_llava_dir), "device": "cpu", "dtype": "bfloat16",
-                                     "chain_of_thought": True, "max_plan_tokens": 3})
+                                     "chain_of_thought": True, "max_plan_tokens": 3, "decoding": "median"})
     policy = TransformersPolicy.from_config(cfg)
     assert policy.dtype == torch.bfloat16 and policy.chain_of_thought and policy.max_plan_tokens == 3
+    assert policy.decoding == "median"
     assert policy.name == "transformers"
     assert_legal(policy, policy.act(random_images(1)[0], "open the drawer"))

@@ -60,6 +60,9 @@ def _add_policy_options(parser: argparse.ArgumentParser, *, actions: bool) -> No
                             help="let the model write 'Plan: ...' before the action")
         parser.add_argument("--max-plan-tokens", type=int, default=32,
                             help="chain of thought: bound on the plan's length in tokens (default: 32)")
+        parser.add_argument("--decoding", default="greedy", choices=("greedy", "median"),
+                            help="transformers: greedy (argmax of each action token) or median "
+                                 "(continuous dims take the median bin of the model's distribution)")
         parser.add_argument("--actions", default="",
                             help="scripted: file of action strings, one per line")
 
@@ -107,7 +110,7 @@ def _config(args: argparse.Namespace, actions: bool) -> Any:
               "api_key_env": args.api_key_env}
     if actions:
         values.update(chain_of_thought=args.chain_of_thought, max_plan_tokens=args.max_plan_tokens,
-                      scripted_actions=args.actions)
+                      decoding=args.decoding, scripted_actions=args.actions)
     return PolicyConfig.from_mapping(values)
 
 

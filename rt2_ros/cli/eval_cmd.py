@@ -38,6 +38,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--profile", default="rt2", choices=("rt2", "openvla"), help="prompt + token scheme")
     p.add_argument("--embodiment", default="", help="embodiment name or YAML path ('' = the profile's)")
     p.add_argument("--device", default="auto", help="transformers: auto, cpu, cuda or cuda:N")
+    p.add_argument("--decoding", default="greedy", choices=("greedy", "median"),
+                   help="transformers: how each action token is chosen: greedy (argmax) or median "
+                        "(continuous dims take the median bin of the model's distribution)")
     p.add_argument("--server-url", default="http://127.0.0.1:8000", help="remote: server base URL")
     p.add_argument("--scripted-actions", default="", metavar="FILE", help="scripted: action file")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task kind (default 10)")
@@ -67,7 +70,8 @@ def _policy(args: argparse.Namespace, sim: Any) -> Any:
 
     return make_policy(PolicyConfig(
         backend=args.backend, model=args.model, profile=args.profile, embodiment=args.embodiment,
-        device=args.device, server_url=args.server_url, scripted_actions=args.scripted_actions,
+        device=args.device, decoding=args.decoding, server_url=args.server_url,
+        scripted_actions=args.scripted_actions,
         scripted_loop=args.backend == "scripted"))
 
 

@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
     model.add_argument("--chain-of-thought", action="store_true",
                        help="the model writes 'Plan: ... Action: ...'")
     model.add_argument("--max-plan-tokens", type=int, default=32)
+    model.add_argument("--decoding", default="greedy", choices=("greedy", "median"),
+                       help="greedy (argmax of each action token) or median (continuous dims take the "
+                            "median bin of the model's distribution)")
     limits = p.add_argument_group("batching and limits")
     limits.add_argument("--max-batch", type=int, default=8,
                         help="robots decoded in one forward pass (default 8)")
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                        attn_implementation=args.attn_implementation,
                        trust_remote_code=args.trust_remote_code,
                        chain_of_thought=args.chain_of_thought,
-                       max_plan_tokens=args.max_plan_tokens)
+                       max_plan_tokens=args.max_plan_tokens, decoding=args.decoding)
     # Heavy imports only once the arguments are known to be good.
     import uvicorn
 

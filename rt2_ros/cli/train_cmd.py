@@ -110,7 +110,9 @@ def register(subparsers: Any) -> None:
     train.add_argument("--hf-split", default="train", help="datasets directories: the split (default: train)")
     train.add_argument("--grounding-weight", type=float, default=0.0, metavar="W",
                        help="add W x -log(attention on the answer's image patch) for VQA items with a point "
-                            "(the simulator's 'where is the X?' questions); 0 = off (docs/training.md)")
+                            "(the simulator's 'where is the X?' questions) and robot samples with grounding "
+                            "points; with --plan, the plan is pointed at the image and the action at the "
+                            "plan's numbers; 0 = off (docs/training.md)")
     train.add_argument("--grounding-layer", type=int, default=-1,
                        help="decoder layer whose attention the grounding loss supervises (-1: the middle one)")
     train.add_argument("--plan", choices=["none", "points"], default="none",
@@ -118,6 +120,10 @@ def register(subparsers: Any) -> None:
                             "action heads and where the gripper is ('Plan: goal C R gripper C R Action: ...', "
                             "from the episodes' grounding points) before the action; the checkpoint is then "
                             "loaded with chain of thought on")
+    train.add_argument("--plan-given-fraction", type=float, default=0.0, metavar="F",
+                       help="with --plan: this fraction of robot samples is trained as plan -> action only: "
+                            "the image is another sample's, the plan is given (no loss on it), so the action "
+                            "tokens learn to follow the plan instead of the image alone (default 0)")
     train.add_argument("--lerobot-camera", default="", metavar="FEATURE",
                        help="LeRobot datasets in --data: the image/video feature to train on (default: the only one)")
     train.add_argument("--lerobot-action-map", default="", metavar="DIM=INDEX,...",
@@ -205,7 +211,8 @@ def run_train(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, trust_remote_code=args.trust_remote_code, hf_split=args.hf_split,
         hf_image_column=args.hf_image_column, hf_question_column=args.hf_question_column,
         hf_answer_column=args.hf_answer_column, grounding_weight=args.grounding_weight,
-        grounding_layer=args.grounding_layer, plan=args.plan, lerobot_camera=args.lerobot_camera,
+        grounding_layer=args.grounding_layer, plan=args.plan, plan_given_fraction=args.plan_given_fraction,
+        lerobot_camera=args.lerobot_camera,
         lerobot_action_map=args.lerobot_action_map, extra=extra)
     # The Trainer prints its logs and progress on stdout; stdout carries only the final JSON.
     with contextlib.redirect_stdout(sys.stderr):

@@ -135,6 +135,9 @@ POLICY_NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("embodiment", "embodiment name (config/embodiments) or YAML path; '' = the profile's default"),
     _p("chain_of_thought", "the model writes 'Plan: ...' before the action (published on rt2/plan)"),
     _p("max_plan_tokens", "longest plan the model may write, in tokens", low=1, high=512),
+    _p("decoding", "transformers: how each action token is chosen: greedy (argmax) or median "
+                   "(continuous dims take the median bin of the model's distribution)",
+       choices=("greedy", "median")),
     _p("device", "transformers: auto, cpu, cuda or cuda:N"),
     _p("dtype", "transformers: auto, float32, bfloat16 or float16",
        choices=("auto", "float32", "bfloat16", "float16")),

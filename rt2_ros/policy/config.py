@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from rt2_ros.errors import ConfigError
 from rt2_ros.validation import (expect_bool, expect_int, expect_number, expect_str,
                                 reject_unknown_keys)
 
 BACKENDS = ("transformers", "remote", "scripted", "expert")
 PROFILES = ("rt2", "openvla")
+#: How an action position's token is chosen (rt2_ros.policy.constrained_decoding explains median).
+DECODINGS = ("greedy", "median")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class PolicyConfig:
     embodiment: str = ""
     chain_of_thought: bool = False
     max_plan_tokens: int = 32
+    # transformers: how each action token is chosen: greedy (argmax) or median (continuous dims
+    # take the median bin of the model's distribution; fewer wild moves when it is unsure).
+    decoding: str = "greedy"
     # transformers backend
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     dtype: str = "auto"             # auto | float32 | bfloat16 | float16
@@ -58,6 +64,11 @@ class PolicyConfig:
         expect_str("embodiment", self.embodiment)
         expect_bool("chain_of_thought", self.chain_of_thought)
         expect_int("max_plan_tokens", self.max_plan_tokens, low=1, high=512)
+        expect_str("decoding", self.decoding, choices=DECODINGS)
+        if self.decoding != "greedy" and self.backend != "transformers":
+            raise ConfigError(f"decoding: {self.decoding!r} is chosen where the model runs (the "
+                              f"transformers backend, or rt2-ros serve --decoding for remote), got "
+                              f"backend {self.backend!r}")
         expect_str("device", self.device, allow_empty=False)
         expect_str("dtype", self.dtype, choices=("auto", "float32", "bfloat16", "float16"))
         expect_str("quantization", self.quantization, choices=("none", "8bit", "4bit"))

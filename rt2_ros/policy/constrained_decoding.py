@@ -12,6 +12,17 @@ mask" and costs ~1/1000 of the projection.  A final logit soft-cap
 (``tanh(x / c) * c``, Gemma-2) is strictly increasing, so it cannot change
 an argmax and is not applied.
 
+Median decoding (``decoding="median"``)
+---------------------------------------
+A continuous dim's bins are ordered, and the argmax of their distribution
+is not the best single bin when the distribution is spread: a policy unsure
+whether to move 4 cm left or right puts its two peaks at the bounds, and the
+argmax picks one of them. :func:`median_index` picks the bin where the
+cumulative probability of the allowed bins first reaches one half instead -
+the choice with the least expected ``|bin error|`` under the model's own
+distribution. It is still one legal token, fed back like a greedy one.
+Discrete dims (``terminate``) keep the argmax.
+
 :func:`allowed_mask` builds the equivalent boolean mask, sized to the
 logits width (which may exceed ``len(tokenizer)``: checkpoints pad their
 vocabulary), for backends that only get full logits and for tests.
@@ -42,9 +53,11 @@ import torch
 
 from rt2_ros.action_language import TokenScheme
 from rt2_ros.action_language.prompts import ACTION_MARKER, PLAN_MARKER
+from rt2_ros.policy.config import DECODINGS
 
 __all__ = ["ActionHead", "allowed_mask", "free_text_mask", "encode_text", "answer_token_ids",
-           "PLAN_PREFIX", "ACTION_PREFIX"]
+           "median_index", "DECODINGS", "PLAN_PREFIX", "ACTION_PREFIX"]
+
 
 #: Text forced at the start of a chain-of-thought answer, and before its action.
 PLAN_PREFIX = PLAN_MARKER
@@ -106,6 +119,13 @@ def free_text_mask(tokenizer: Any, width: int, device: torch.device | str = "cpu
     return mask
 
 
+def median_index(logits: torch.Tensor) -> torch.Tensor:
+    """Index ``(batch,)`` of the median of ``softmax(logits)`` over the last dim (bins in order):
+    the first index whose cumulative probability reaches 0.5."""
+    cumulative = torch.softmax(logits.float(), dim=-1).cumsum(dim=-1)
+    return (cumulative < 0.5).sum(dim=-1).clamp(max=logits.shape[-1] - 1)
+
+
 class ActionHead:
     """The output projection restricted to the legal ids of each action position.
 
@@ -148,10 +168,13 @@ class ActionHead:
         weight = self._weights[group]
         return torch.nn.functional.linear(hidden.to(weight.dtype), weight, self._biases[group])
 
-    def select(self, hidden: torch.Tensor, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy legal ``(ids, bins)``, each ``(batch,)``, at ``position``."""
+    def select(self, hidden: torch.Tensor, position: int, median: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy (or, with ``median``, the median's) legal ``(ids, bins)``, each ``(batch,)``, at
+        ``position``; the allowed ids are in bin order, so the median is taken over the bins."""
         group = self._group_of[position]
-        best = self.logits(hidden, position).argmax(dim=-1)
+        logits = self.logits(hidden, position)
+        best = median_index(logits) if median else logits.argmax(dim=-1)
         return self._ids[group][best], self._bins[group][best]
 
     def ids(self, position: int) -> list[int]:

@@ -47,8 +47,8 @@ from rt2_ros.action_language import ActionLanguageError, format_action_text
 from rt2_ros.action_language.prompts import ACTION_MARKER
 from rt2_ros.policy.base import Policy, PolicyError, PolicyOutput, check_image, check_instruction
 from rt2_ros.policy.config import PolicyConfig
-from rt2_ros.policy.constrained_decoding import (ACTION_PREFIX, PLAN_PREFIX, ActionHead, allowed_mask,
-                                                 encode_text, free_text_mask)
+from rt2_ros.policy.constrained_decoding import (ACTION_PREFIX, DECODINGS, PLAN_PREFIX, ActionHead,
+                                                 allowed_mask, encode_text, free_text_mask, median_index)
 from rt2_ros.policy.profiles import ActionSetup, resolve_action_setup
 
 __all__ = ["TransformersPolicy", "Answer", "resolve_device", "resolve_dtype", "SELECTIONS"]
@@ -131,16 +131,22 @@ class TransformersPolicy(Policy):
 
     Attributes others rely on: ``scheme``, ``embodiment``, ``tokenizer``,
     ``processor``, ``model``, ``setup`` (:class:`ActionSetup`),
-    ``chain_of_thought``, ``max_plan_tokens``.
+    ``chain_of_thought``, ``max_plan_tokens``, ``decoding``.
+
+    ``decoding``: ``greedy`` (the argmax of each position's allowed logits) or
+    ``median`` (continuous dims take the median bin of their distribution; see
+    :mod:`rt2_ros.policy.constrained_decoding`).
     """
 
     name = "transformers"
 
     def __init__(self, model: Any, processor: Any, setup: ActionSetup, *,
                  chain_of_thought: bool = False, max_plan_tokens: int = 32,
-                 selection: str = "rows", warmup: bool = True) -> None:
+                 selection: str = "rows", decoding: str = "greedy", warmup: bool = True) -> None:
         if selection not in SELECTIONS:
             raise PolicyError(f"selection: expected one of {', '.join(SELECTIONS)}, got {selection!r}")
+        if decoding not in DECODINGS:
+            raise PolicyError(f"decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
         if max_plan_tokens < 1:
             raise PolicyError(f"max_plan_tokens: expected an integer >= 1, got {max_plan_tokens!r}")
         self.model = model.eval()
@@ -153,6 +159,7 @@ class TransformersPolicy(Policy):
         self.chain_of_thought = bool(chain_of_thought)
         self.max_plan_tokens = int(max_plan_tokens)
         self.selection = selection
+        self.decoding = decoding
         self.image_token = getattr(processor, "image_token", None)
         if not self.image_token:
             raise PolicyError(f"processor {type(processor).__name__} has no image token; rt2_ros needs "
@@ -170,6 +177,11 @@ class TransformersPolicy(Policy):
             raise PolicyError(f"{type(model).__name__} has no output projection (lm_head)")
         self.logits_width = int(self._lm_head.weight.shape[0])
         self._allowed = self.scheme.allowed_ids(self.embodiment)
+        # Median decoding applies to the ordered (continuous) dims only.
+        self._median = [decoding == "median" and self.embodiment.dims[p].kind == "continuous"
+                        for p in range(self.embodiment.num_tokens)]
+        self._allowed_tensors = [torch.as_tensor(ids, dtype=torch.long, device=self.device)
+                                 for ids in self._allowed]
         try:
             self._allowed_mask = allowed_mask(self._allowed, self.logits_width, self.device)
         except ValueError as exc:
@@ -194,7 +206,7 @@ class TransformersPolicy(Policy):
                         device: str = "auto", dtype: str = "auto", quantization: str = "none",
                         attn_implementation: str = "", trust_remote_code: bool = False,
                         unnorm_key: str = "", chain_of_thought: bool = False, max_plan_tokens: int = 32,
-                        warmup: bool = True) -> "TransformersPolicy":
+                        decoding: str = "greedy", warmup: bool = True) -> "TransformersPolicy":
         """Load a checkpoint directory; every failure is a PolicyError naming the path."""
         path = Path(checkpoint_dir).expanduser()
         where = f"checkpoint {str(path)!r}"
@@ -234,7 +246,7 @@ class TransformersPolicy(Policy):
                               f"but the model only has {width} output logits")
         # A checkpoint trained to plan first (rt2_ros.json) is only right when asked to plan.
         return cls(model, processor, setup, chain_of_thought=chain_of_thought or setup.chain_of_thought,
-                   max_plan_tokens=max_plan_tokens, warmup=warmup)
+                   max_plan_tokens=max_plan_tokens, decoding=decoding, warmup=warmup)
 
     @classmethod
     def from_config(cls, cfg: PolicyConfig) -> "TransformersPolicy":
@@ -246,7 +258,7 @@ class TransformersPolicy(Policy):
                                    attn_implementation=cfg.attn_implementation,
                                    trust_remote_code=cfg.trust_remote_code, unnorm_key=cfg.unnorm_key,
                                    chain_of_thought=cfg.chain_of_thought,
-                                   max_plan_tokens=cfg.max_plan_tokens)
+                                   max_plan_tokens=cfg.max_plan_tokens, decoding=cfg.decoding)
 
     # ----------------------------------------------------------- what clients need
 
@@ -411,9 +423,13 @@ class TransformersPolicy(Policy):
 
     def _select(self, hidden: torch.Tensor, position: int, selection: str) -> torch.Tensor:
         """Next action ids ``(batch,)`` at ``position``."""
+        median = self._median[position]
         if selection == "rows":
-            return self._action_head.select(hidden, position)[0]
+            return self._action_head.select(hidden, position, median=median)[0]
         logits = self._full_logits(hidden)
+        if median:  # over the allowed ids, in bin order
+            allowed = self._allowed_tensors[position]
+            return allowed[median_index(logits[:, allowed])]
         if selection == "mask":
             logits = logits.masked_fill(~self._allowed_mask[position], float("-inf"))
         return logits.argmax(dim=-1)

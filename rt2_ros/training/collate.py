@@ -29,7 +29,12 @@ the points (-1 where a row has fewer), and ``grounding_queries``: the
 positions whose logits predict the answer.  The trainer pops both before the
 forward pass; :func:`~rt2_ros.training.trainer.grounding_loss` points the
 heads, split into as many groups as a row has points, one group per point
-(see ``TrainConfig.grounding_weight``).
+(see ``TrainConfig.grounding_weight``). With a plan, only the positions that
+predict the plan are pointed at the image, and the action is pointed at the
+plan: ``plan_numbers`` (B, M) are the positions of the plan's number tokens
+(-1 where a row has fewer; rows without a plan have none) and ``plan_queries``
+the positions that predict the action tokens
+(:func:`~rt2_ros.training.trainer.plan_reading_loss`).
 
 With ``plan="points"`` robot answers are chain of thought (RT-2's ``Plan:
 <words> Action: <integers>``) whose plan says where the action heads and
@@ -37,6 +42,8 @@ where the gripper is, in the simulator VQA's "where is the X?" units
 (256ths of the image width and height): ``Plan: goal 131 88 gripper 127 201
 Action: 0 ...``.  The model then writes the two points before the action, so
 the action tokens read them from text it wrote, not only from image tokens.
+Items with ``plan_given`` (``MixtureDataset(plan_given_fraction=...)``) take
+the plan as context: no loss on it, only on the action and eos.
 """
 from __future__ import annotations
 
@@ -59,7 +66,7 @@ IGNORE_INDEX = -100
 #: Model types whose attention is prefix-LM, switched by token_type_ids (0 = prefix, 1 = suffix).
 PREFIX_LM_MODEL_TYPES = ("paligemma",)
 #: Batch entries that are not model inputs (``Rt2Collator(grounding=True)``).
-GROUNDING_KEYS = ("grounding_target", "grounding_queries")
+GROUNDING_KEYS = ("grounding_target", "grounding_queries", "plan_numbers", "plan_queries")
 @dataclass
 class Example:
     """One sample as the collator takes it: ``kind`` is "robot" (``tokens``) or "vqa" (``answer``)."""
@@ -74,6 +81,8 @@ class Example:
     points: tuple[tuple[float, float], ...] | None = None
     #: robot: chain-of-thought plan written before the action (None: the action alone)
     plan: str | None = None
+    #: robot with a plan: the plan is context, not a target (no loss on it; see ``plan_given_fraction``)
+    plan_given: bool = False
 
 
 class MixtureDataset:
@@ -83,12 +92,26 @@ class MixtureDataset:
     the one the robot samples were read in (``cache_embodiment``, e.g. bounds
     fitted to the data), every action is re-encoded once from its values.
     ``plan`` (:data:`PLAN_KINDS`): what robot answers write before the action.
+
+    ``plan_given_fraction``: the share of robot items (drawn per item, from a
+    generator seeded with ``seed``) that teach the action to follow the plan:
+    the image is another robot sample's and the true plan is given as context
+    (``Example.plan_given``: no loss on it, no grounding points). A model
+    trained on true plans with matching images can read the action off the
+    image and ignore the plan it wrote; on these items only the plan tells the
+    action, so the action tokens have to learn to follow it.
     """
 
     def __init__(self, robot: SampleSet | None, vqa: SampleSet | None, embodiment: Embodiment,
-                 cache_embodiment: Embodiment | None = None, plan: str = "none"):
+                 cache_embodiment: Embodiment | None = None, plan: str = "none",
+                 plan_given_fraction: float = 0.0, seed: int = 0):
         if plan not in PLAN_KINDS:
             raise ConfigError(f"plan: expected one of {', '.join(PLAN_KINDS)}, got {plan!r}")
+        if not 0.0 <= plan_given_fraction <= 1.0 or (plan_given_fraction and plan == "none"):
+            raise ConfigError(f"plan_given_fraction: expected 0..1 with a plan, got {plan_given_fraction} "
+                              f"(plan {plan!r})")
+        self.plan_given_fraction = plan_given_fraction
+        self._draws = np.random.default_rng(seed)
         self.robot = robot
         self.vqa = vqa
         self.embodiment = embodiment
@@ -129,9 +152,13 @@ class MixtureDataset:
             record = self.robot.records[index]
             named = record.get("points")
             points = tuple(tuple(named[n]) for n in GROUNDING_POINTS) if named else None
+            plan = points_plan(named) if self.plan == "points" else None
+            if self.plan_given_fraction and self._draws.random() < self.plan_given_fraction:
+                other = int(self._draws.integers(self.robot_count))
+                return Example("robot", np.asarray(self.robot.image(other)), record["instruction"],
+                               tokens=self._tokens[index], plan=plan, plan_given=True)
             return Example("robot", np.asarray(self.robot.image(index)), record["instruction"],
-                           tokens=self._tokens[index], points=points,
-                           plan=points_plan(named) if self.plan == "points" else None)
+                           tokens=self._tokens[index], points=points, plan=plan)
         index -= self.robot_count
         record = self.vqa.records[index]
         point = record.get("point")
@@ -212,7 +239,12 @@ class Rt2Collator:
                 types = processor_types[row][keep].tolist() + [0] * len(tail)
             else:
                 types = None
-            rows.append((prompt + tail, [IGNORE_INDEX] * len(prompt) + tail, types))
+            targets = list(tail)
+            if example.plan_given:
+                # The plan is context here; only the action (and eos) is learnt.
+                plan_length = len(answer) - len(example.tokens)
+                targets[:plan_length] = [IGNORE_INDEX] * plan_length
+            rows.append((prompt + tail, [IGNORE_INDEX] * len(prompt) + targets, types))
             meta.kinds.append(example.kind)
             meta.answer_start.append(len(prompt))
             meta.answer_length.append(len(answer))
@@ -243,8 +275,26 @@ class Rt2Collator:
         return inputs, meta
 
     def _grounding(self, examples: Sequence[Example], input_ids: Any, meta: BatchMeta) -> dict[str, Any]:
-        """``grounding_target`` / ``grounding_queries`` (see the module doc)."""
+        """``grounding_target`` / ``grounding_queries`` and ``plan_numbers`` / ``plan_queries`` (see the
+        module doc)."""
         import torch
+
+        numbers: list[list[int]] = []
+        plan_queries = torch.zeros(input_ids.shape, dtype=torch.bool)
+        for row, example in enumerate(examples):
+            numbers.append([])
+            if example.kind != "robot" or not example.plan:
+                continue
+            start, length = meta.answer_start[row], meta.answer_length[row]
+            plan_length = length - len(example.tokens)
+            for position in range(start, start + plan_length):
+                if self.tokenizer.decode([int(input_ids[row, position])]).strip().isdigit():
+                    numbers[row].append(position)
+            plan_queries[row, start - 1 + plan_length:start - 1 + length] = True
+        plan_numbers = torch.full((len(examples), max(1, max(len(n) for n in numbers))), -1, dtype=torch.long)
+        for row, positions in enumerate(numbers):
+            plan_numbers[row, :len(positions)] = torch.as_tensor(positions, dtype=torch.long)
+        plan = {"plan_numbers": plan_numbers, "plan_queries": plan_queries}
 
         width = max((len(e.points) for e in examples if e.points), default=1)
         target = torch.full((len(examples), width), -1, dtype=torch.long)
@@ -262,5 +312,8 @@ class Rt2Collator:
                 column, line = (min(max(int(f * grid), 0), grid - 1) for f in (x, y))
                 target[row, k] = positions[line * grid + column]
             start = meta.answer_start[row]
-            queries[row, start - 1:start - 1 + meta.answer_length[row]] = True
-        return {"grounding_target": target, "grounding_queries": queries}
+            # With a plan, the plan's positions are the ones that read the image; the action's
+            # positions are left free to read the numbers the plan wrote (its own arithmetic).
+            asked = meta.answer_length[row] - (len(example.tokens) if example.plan else 0)
+            queries[row, start - 1:start - 1 + asked] = True
+        return {"grounding_target": target, "grounding_queries": queries, **plan}

@@ -93,6 +93,7 @@ class TrainConfig:
     grounding_weight: float = 0.0              # weight of the attention-on-the-point loss (0 = off)
     grounding_layer: int = -1                  # decoder layer whose attention it supervises (-1 = middle)
     plan: str = "none"                         # robot answers: "points" plans goal + gripper points first
+    plan_given_fraction: float = 0.0           # robot samples trained as plan -> action only (see collate)
     lerobot_camera: str = ""                   # LeRobot datasets: the camera feature ("" = the only one)
     lerobot_action_map: str = ""               # LeRobot datasets: "x=0,y=1,..." ("" = by action names)
     trust_remote_code: bool = False
@@ -150,6 +151,10 @@ class TrainConfig:
         expect_str("plan", self.plan, choices=PLAN_KINDS)
         if self.plan != "none" and not self.data:
             raise ConfigError(f"plan: {self.plan!r} plans robot answers, but no robot data was given")
+        expect_number("plan_given_fraction", self.plan_given_fraction, low=0.0, high=1.0)
+        if self.plan_given_fraction and self.plan == "none":
+            raise ConfigError(f"plan_given_fraction: {self.plan_given_fraction} gives robot samples their "
+                              f"plan, but plan is 'none' (set plan to 'points')")
         expect_str("lerobot_camera", self.lerobot_camera)
         expect_str("lerobot_action_map", self.lerobot_action_map)
         parse_action_map("lerobot_action_map", self.lerobot_action_map)
@@ -303,12 +308,20 @@ def _make_trainer_class() -> Any:
                          num_items_in_batch: Any = None) -> Any:
             target = inputs.pop("grounding_target", None)
             queries = inputs.pop("grounding_queries", None)
+            numbers = inputs.pop("plan_numbers", None)
+            plan_queries = inputs.pop("plan_queries", None)
             layer = self.rt2.get("grounding_layer")
-            if layer is None or target is None or not bool((target >= 0).any()):
+            has_points = target is not None and bool((target >= 0).any())
+            has_plans = numbers is not None and bool((numbers >= 0).any())
+            if layer is None or not (has_points or has_plans):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             outputs = model(**inputs, output_attentions=True)
-            hint = grounding_loss(outputs.attentions[layer], target.to(outputs.loss.device),
-                                  queries.to(outputs.loss.device))
+            attentions, device = outputs.attentions[layer], outputs.loss.device
+            hint = grounding_loss(attentions, target.to(device), queries.to(device)) if has_points \
+                else outputs.loss.new_zeros(())
+            if has_plans:
+                # With a plan the action reads the plan's numbers (the plan reads the image).
+                hint = hint + plan_reading_loss(attentions, numbers.to(device), plan_queries.to(device))
             if model.training:
                 self._hints.append(float(hint.detach()))
             loss = outputs.loss + self.rt2["grounding_weight"] * hint
@@ -397,6 +410,30 @@ def grounding_loss(attentions: Any, target: Any, queries: Any) -> Any:
     return torch.stack(losses).mean()
 
 
+def plan_reading_loss(attentions: Any, numbers: Any, queries: Any) -> Any:
+    """-log(attention mass on the plan's number tokens), averaged over heads and over the positions
+    that predict the action tokens, then over the rows with a plan.
+
+    A model trained on true plans next to the image they came from can take its
+    action from the image and never read the plan; this points the action at
+    the numbers the plan wrote (which of them each head reads is left to it).
+
+    attentions: (B, heads, L, L) of one layer; numbers: (B, M) token positions, -1 = none;
+    queries: (B, L) bool.
+    """
+    import torch
+
+    rows = torch.nonzero((numbers >= 0).any(-1)).flatten()
+    if len(rows) == 0:
+        return attentions.new_zeros(())
+    losses = []
+    for row in rows:
+        positions = numbers[row][numbers[row] >= 0]
+        mass = attentions[row][:, queries[row]][:, :, positions].sum(-1).mean(0)   # (queries,)
+        losses.append(-mass.clamp_min(1e-6).log().mean())
+    return torch.stack(losses).mean()
+
+
 def _cap(samples: SampleSet | None, limit: int, seed: int) -> SampleSet | None:
     if samples is None or len(samples) <= limit:
         return samples
@@ -473,7 +510,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     grounding_layer = _grounding_setup(config, model, log)
     collator = Rt2Collator(processor, scheme, profile=config.profile, prefix_lm=prefix_lm,
                            grounding=grounding_layer is not None)
-    train_set = MixtureDataset(robot_train, vqa_train, embodiment, cache_embodiment, plan=config.plan)
+    train_set = MixtureDataset(robot_train, vqa_train, embodiment, cache_embodiment, plan=config.plan,
+                               plan_given_fraction=config.plan_given_fraction, seed=config.seed)
     eval_set = MixtureDataset(_cap(robot_eval, config.eval_max_samples, config.seed),
                               _cap(vqa_eval, config.eval_max_samples, config.seed), embodiment, cache_embodiment,
                               plan=config.plan)
