@@ -185,11 +185,13 @@ def action_errors(policy, examples: list) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rt2_ros.policy.config import DECODINGS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint directory (rt2-ros train output)")
     parser.add_argument("--episodes", required=True, help="fresh episodes: a collect output or a bag directory")
     parser.add_argument("--stride", type=int, default=5, help="every N-th step for the all-steps figures")
-    parser.add_argument("--decoding", default="greedy", choices=("greedy", "median"),
+    parser.add_argument("--decoding", default="greedy", choices=DECODINGS,
                         help="how the policy's actions are decoded (default greedy)")
     parser.add_argument("--layer", type=int, default=None,
                         help="decoder layer to read the attention of (default: the one the checkpoint's "

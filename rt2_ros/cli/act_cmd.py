@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rt2_ros.errors import ConfigError, Rt2RosError
+from rt2_ros.policy.config import DECODINGS
 
 
 class ImageFileError(Rt2RosError):
@@ -60,7 +61,7 @@ def _add_policy_options(parser: argparse.ArgumentParser, *, actions: bool) -> No
                             help="let the model write 'Plan: ...' before the action")
         parser.add_argument("--max-plan-tokens", type=int, default=32,
                             help="chain of thought: bound on the plan's length in tokens (default: 32)")
-        parser.add_argument("--decoding", default="greedy", choices=("greedy", "median"),
+        parser.add_argument("--decoding", default="greedy", choices=DECODINGS,
                             help="transformers: greedy (argmax of each action token) or median "
                                  "(continuous dims take the median bin of the model's distribution)")
         parser.add_argument("--actions", default="",

@@ -22,6 +22,7 @@ import sys
 from typing import Any
 
 from rt2_ros.errors import ConfigError
+from rt2_ros.policy.config import DECODINGS
 
 
 def register(subparsers: Any) -> None:
@@ -38,7 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--profile", default="rt2", choices=("rt2", "openvla"), help="prompt + token scheme")
     p.add_argument("--embodiment", default="", help="embodiment name or YAML path ('' = the profile's)")
     p.add_argument("--device", default="auto", help="transformers: auto, cpu, cuda or cuda:N")
-    p.add_argument("--decoding", default="greedy", choices=("greedy", "median"),
+    p.add_argument("--decoding", default="greedy", choices=DECODINGS,
                    help="transformers: how each action token is chosen: greedy (argmax) or median "
                         "(continuous dims take the median bin of the model's distribution)")
     p.add_argument("--server-url", default="http://127.0.0.1:8000", help="remote: server base URL")

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from rt2_ros.errors import ConfigError
+from rt2_ros.policy.config import DECODINGS
 
 MB = 1024 * 1024
 
@@ -56,7 +57,7 @@ def register(subparsers: Any) -> None:
     model.add_argument("--chain-of-thought", action="store_true",
                        help="the model writes 'Plan: ... Action: ...'")
     model.add_argument("--max-plan-tokens", type=int, default=32)
-    model.add_argument("--decoding", default="greedy", choices=("greedy", "median"),
+    model.add_argument("--decoding", default="greedy", choices=DECODINGS,
                        help="greedy (argmax of each action token) or median (continuous dims take the "
                             "median bin of the model's distribution)")
     limits = p.add_argument_group("batching and limits")

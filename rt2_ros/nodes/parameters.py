@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from rt2_ros.errors import ConfigError
-from rt2_ros.policy.config import PROFILES, PolicyConfig
+from rt2_ros.policy.config import DECODINGS, PROFILES, PolicyConfig
 from rt2_ros.safety.config import SafetyConfig
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
 
@@ -137,7 +137,7 @@ POLICY_NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("max_plan_tokens", "longest plan the model may write, in tokens", low=1, high=512),
     _p("decoding", "transformers: how each action token is chosen: greedy (argmax) or median "
                    "(continuous dims take the median bin of the model's distribution)",
-       choices=("greedy", "median")),
+       choices=DECODINGS),
     _p("device", "transformers: auto, cpu, cuda or cuda:N"),
     _p("dtype", "transformers: auto, float32, bfloat16 or float16",
        choices=("auto", "float32", "bfloat16", "float16")),
