@@ -96,7 +96,7 @@ def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) 
     import torch
 
     from rt2_ros.training.collate import Rt2Collator
-    from rt2_ros.training.trainer import grounding_loss
+    from rt2_ros.training.trainer import grounding_loss, plan_attention_mass
 
     model = policy.model
     model.set_attn_implementation("eager")
@@ -115,7 +115,7 @@ def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) 
         for row in range(attentions.shape[0]):
             positions = numbers[row][numbers[row] >= 0]
             if len(positions):
-                plan_mass.append(float(attentions[row][:, plan_queries[row]][:, :, positions].sum(-1).mean()))
+                plan_mass.append(float(plan_attention_mass(attentions[row], plan_queries[row], positions).mean()))
         groups = torch.arange(attentions.shape[1]).tensor_split(2)
         for row in range(attentions.shape[0]):
             asked = torch.nonzero(queries[row]).flatten()
@@ -156,7 +156,7 @@ def plan_following(policy, examples: list, columns: tuple[int, int] = (32, 224),
             with torch.no_grad():
                 logits = policy.model(**batch).logits.float()
             for row in range(logits.shape[0]):
-                first = meta.answer_start[row] - 1 + meta.answer_length[row] - dims
+                first = meta.answer_start[row] - 1 + meta.plan_length[row]
                 means = []
                 for position in range(dims):
                     probabilities = logits[row, first + position, allowed[position]].softmax(-1)

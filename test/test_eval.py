@@ -22,8 +22,12 @@ def test_eval_with_the_expert_prints_a_table_and_writes_json(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "policy: expert - privileged-state reference, not a learned model"
-    rows = {line.split()[0]: line.split()[1] for line in lines[3:]}
+    rows = {line.split()[0]: line.split()[1] for line in lines[3:lines.index("")]}
     assert rows == {"pick": "2/2", "move_near": "2/2", "push": "2/2", "place_on": "2/2", "overall": "8/8"}
+    # How far the episodes got: the expert's grasps reach the object, its pushes never grasp.
+    progress = {line.split()[0]: line.split() for line in lines[lines.index("") + 2:]}
+    assert progress["pick"][-2:] == ["grasped", "2/2"] and progress["push"][-2:] == ["grasped", "0/2"]
+    assert progress["overall"][-1] == "6/8" and float(progress["pick"][1]) < 1.0, progress
     assert done.stderr.count("rt2-ros eval: [") == 8
     data = json.loads(out.read_text())
     assert data["privileged"] is True and data["backend"] == "expert" and data["training_data"] is None
@@ -31,6 +35,8 @@ def test_eval_with_the_expert_prints_a_table_and_writes_json(tmp_path):
     episodes = data["episodes"]
     assert [(e["kind"], e["seed"]) for e in episodes[:2]] == [("pick", 0), ("pick", 1)]
     assert all(e["success"] and e["terminated"] and e["error"] == "" for e in episodes)
+    assert all(e["grasped"] == (e["kind"] != "push") and 0 <= e["closest_m"] < 0.04 for e in episodes)
+    assert data["progress"]["overall"]["grasped"] == 6 and data["progress"]["push"]["episodes"] == 2
     # The same arguments pose the same episodes.
     again = _cli("--backend", "expert", "--episodes", "1", "--tasks", "pick", "--json", "-")
     assert json.loads(again.stdout)["episodes"][0]["instruction"] == episodes[0]["instruction"]

@@ -115,3 +115,23 @@ def test_episode_with_rendered_images(sim):
     assert result.steps == 3 and not result.terminated
     assert all(step.image.shape == (224, 224, 3) for step in result.records)
     assert not np.array_equal(result.records[0].image, result.records[-1].image)   # the hand moved
+
+
+def test_expert_rises_from_the_moment_it_closes_on_the_object(sim):
+    # Staying still while the fingers close and settle would make "gripper at the object at the
+    # table" mean "stay" on some frames and "go up" on others, which a policy that sees one frame
+    # cannot tell: it closes while rising and lifts as soon as it holds the object.
+    policy = ExpertPolicy(sim)
+    for seed in range(3):
+        sim.reset(seed, task="pick")
+        policy.reset()
+        closing, held_steps = [], []
+        for _ in range(60):
+            held = sim.gripper_state().grasped == sim.task.object
+            out = policy.act(BLANK, sim.task.instruction)
+            if out.action["terminate"]:
+                break
+            (held_steps if held else closing if out.action["gripper"] > 0.5 else []).append(out.action["z"])
+            sim.apply_action(out.action, RATE_HZ)
+        assert sim.success() and held_steps and closing, seed
+        assert all(z > 0.0 for z in closing + held_steps), (seed, closing, held_steps)

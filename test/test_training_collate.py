@@ -175,7 +175,7 @@ def test_grounding_of_a_robot_sample_marks_its_goal_and_gripper_patches(paligemm
     vqa_point = image_positions[int(0.1 * grid) * grid + int(0.8 * grid)]
     assert batch["grounding_target"].tolist() == [[int(goal), int(gripper)], [int(vqa_point), -1]]
     start, length = meta.answer_start[0], meta.answer_length[0]
-    assert length == len(robot.tokens)
+    assert length == len(robot.tokens) and meta.plan_length == [0, 0]
     assert torch.nonzero(batch["grounding_queries"][0]).flatten().tolist() == list(range(start - 1, start - 1 + length))
 
 
@@ -189,7 +189,7 @@ def test_with_a_plan_only_the_plan_positions_are_pointed_at_the_image(paligemma)
                               grounding=True).collate_with_meta([robot])
     start, length = meta.answer_start[0], meta.answer_length[0]
     plan_length = length - len(robot.tokens)
-    assert plan_length > 4
+    assert plan_length > 4 and meta.plan_length == [plan_length]
     asked = torch.nonzero(batch["grounding_queries"][0]).flatten().tolist()
     assert asked == list(range(start - 1, start - 1 + plan_length))
     # The first position left free is the one that predicts the first action token.

@@ -169,7 +169,7 @@ def test_collect_refuses_a_directory_with_data(collected, capsys):
     assert code == 2 and len(err) == 1 and "already has data" in err[0]
 
 
-def write_synthetic_episode(path, steps=4, success=True, seed=0):
+def write_synthetic_episode(path, steps=4, success=True, seed=0, relabelled=False):
     rng = np.random.default_rng(seed)
     writer = EpisodeBagWriter(path, ARM)
     writer.instruction("pick up the red cube", 10)
@@ -183,7 +183,7 @@ def write_synthetic_episode(path, steps=4, success=True, seed=0):
         images.append(image)
         tokens.append(bins)
     writer.close(EpisodeInfo("pick up the red cube", success=success, embodiment="rt2_arm", control_rate_hz=5.0,
-                             source="test"))
+                             source="test", relabelled=relabelled))
     return images, tokens
 
 
@@ -408,3 +408,127 @@ def test_collect_with_action_noise_records_the_experts_clean_actions(tmp_path):
     assert clean.steps[0].tokens == noisy.steps[0].tokens
     with pytest.raises(Exception, match="action_noise"):
         CollectConfig(episodes=1, action_noise=float("nan"))
+
+
+class _FixedLearner:
+    """A stand-in learner: always the same action (one the expert never takes), counts its calls."""
+
+    name = "fixed"
+
+    def __init__(self, action):
+        self.action, self.calls, self.resets = dict(action), 0, 0
+
+    def act(self, image, instruction):
+        from rt2_ros.policy.base import PolicyOutput
+
+        assert image.dtype == np.uint8 and image.ndim == 3 and instruction
+        self.calls += 1
+        tokens = ARM.encode(self.action)
+        return PolicyOutput(tokens=tokens, action=ARM.decode(tokens), plan="", text="", timings={})
+
+    def reset(self):
+        self.resets += 1
+
+
+# Up and sideways with the gripper closed: the expert's first steps head down to a hover point open.
+_WANDER = {"terminate": False, "x": 0.0, "y": 0.03, "z": 0.03, "roll": 0.0, "pitch": 0.0, "yaw": 0.0,
+           "gripper": 1.0}
+
+
+def test_dagger_collect_lets_the_learner_drive_and_records_the_experts_labels(tmp_path):
+    from rt2_ros.training.sim_data import CollectConfig, collect
+
+    base = dict(episodes=2, seed=11, image_size=32, max_steps=10, vqa_scenes=0)
+    collect(tmp_path / "expert", CollectConfig(**base))
+    learner = _FixedLearner(_WANDER)
+    summary = collect(tmp_path / "dagger", CollectConfig(**base, expert_share=0.5, learner="fixed"),
+                      learner=learner)
+    assert learner.resets == 2, "the learner starts every episode afresh"
+    assert summary["learner_steps"] == learner.calls and 0 < learner.calls < summary["steps"]
+    assert summary["config"]["expert_share"] == 0.5 and summary["config"]["learner"] == "fixed"
+    wander = ARM.encode(_WANDER)
+    for expert_bag, dagger_bag in zip(find_episodes(tmp_path / "expert"), find_episodes(tmp_path / "dagger")):
+        clean, dagger = read_episode(expert_bag, ARM), read_episode(dagger_bag, ARM)
+        assert dagger.info.relabelled and dagger.info.source == "sim-dagger" and not clean.info.relabelled
+        # The learner's moves took the arm elsewhere; the labels are still the expert's, never the learner's.
+        assert clean.steps[0].tokens == dagger.steps[0].tokens
+        assert not np.array_equal(np.stack([s.image for s in clean.steps[:8]]),
+                                  np.stack([s.image for s in dagger.steps[:8]]))
+        assert all(step.tokens != wander for step in dagger.steps)
+        assert all(step.points for step in dagger.steps), "grounding points on every step"
+    # Deterministic: the same learner and config give the same episodes.
+    again = collect(tmp_path / "again", CollectConfig(**base, expert_share=0.5, learner="fixed"),
+                    learner=_FixedLearner(_WANDER))
+    assert again["learner_steps"] == summary["learner_steps"] and again["steps"] == summary["steps"]
+
+
+def test_a_learner_that_terminates_ends_the_dagger_episode(tmp_path):
+    from rt2_ros.training.sim_data import CollectConfig, collect
+
+    learner = _FixedLearner({**_WANDER, "terminate": True})
+    summary = collect(tmp_path / "d", CollectConfig(episodes=1, seed=11, image_size=32, max_steps=30,
+                                                    vqa_scenes=0, expert_share=0.0, learner="stopper"),
+                      learner=learner)
+    assert summary["learner_steps"] == learner.calls == 1 and summary["steps"] == 1
+    episode = read_episode(find_episodes(tmp_path / "d")[0], ARM)
+    assert episode.info.success is False and episode.info.relabelled
+    assert episode.steps[0].tokens[0] == 0, "the label is the expert's: not done yet"
+
+
+def test_relabelled_episodes_pass_the_outcome_filter(tmp_path):
+    write_synthetic_episode(tmp_path / "eps" / "ok", steps=3, seed=1)
+    write_synthetic_episode(tmp_path / "eps" / "failed", steps=2, success=False, seed=2)
+    write_synthetic_episode(tmp_path / "eps" / "dagger", steps=2, success=False, seed=3, relabelled=True)
+    samples, summary = robot_samples([tmp_path / "eps"], ARM, image_size=16)
+    assert summary["used"] == 2 and summary["excluded_by_outcome"] == 1 and summary["relabelled"] == 1
+    assert {r["episode"] for r in samples.records} == {"ok", "dagger"}
+    info = read_episode(tmp_path / "eps" / "dagger", ARM).info
+    assert info.relabelled and info.success is False
+
+
+def test_dagger_settings_are_checked(tmp_path, capsys):
+    from rt2_ros.training.sim_data import CollectConfig, collect
+
+    with pytest.raises(ConfigError, match=r"expert_share: expected 1.0 without a learner .*got 0.5"):
+        CollectConfig(episodes=1, expert_share=0.5)
+    with pytest.raises(ConfigError, match=r"expert_share: expected < 1 with a learner"):
+        CollectConfig(episodes=1, learner="ckpt")
+    with pytest.raises(ConfigError, match="expert_share: expected a finite number"):
+        CollectConfig(episodes=1, expert_share=float("nan"), learner="ckpt")
+    with pytest.raises(ConfigError, match="needs a learner policy"):
+        collect(tmp_path / "x", CollectConfig(episodes=1, vqa_scenes=0, expert_share=0.5, learner="ckpt"))
+    assert main(["collect", "--episodes", "1", "--out", str(tmp_path / "y"), "--expert-share", "0.5"]) == 2
+    assert "expert_share: expected 1.0 without a learner" in capsys.readouterr().err
+
+
+def test_collect_cli_runs_dagger_with_a_checkpoint(tiny_paligemma_dir, tmp_path):
+    out = tmp_path / "d"
+    code = main(["collect", "--episodes", "1", "--seed", "11", "--out", str(out), "--image-size", "32",
+                 "--max-steps", "6", "--vqa-scenes", "0", "--policy-model", str(tiny_paligemma_dir),
+                 "--device", "cpu", "--decoding", "median"])
+    assert code == 0
+    summary = json.loads((out / "collect.json").read_text())
+    assert summary["config"]["expert_share"] == 0.5, "the default share with a learner"
+    assert summary["config"]["learner"] == str(tiny_paligemma_dir)
+    assert summary["learner_steps"] + summary["learner_errors"] > 0
+    assert read_episode(find_episodes(out)[0], ARM).info.relabelled
+
+
+def test_each_robot_source_keeps_its_own_cache_and_its_episode_names(tmp_path):
+    images_one, _ = write_synthetic_episode(tmp_path / "one" / "ep", steps=3, seed=1)
+    images_two, _ = write_synthetic_episode(tmp_path / "two" / "ep", steps=2, seed=2)
+    alone, _ = robot_samples([tmp_path / "one"], ARM, image_size=16)
+    built = (alone.path / "manifest.json").stat().st_mtime_ns
+    both, summary = robot_samples([tmp_path / "one", tmp_path / "two"], ARM, image_size=16)
+    assert summary["caches"][0] == str(alone.path), "adding a source reuses the other's cache"
+    assert (alone.path / "manifest.json").stat().st_mtime_ns == built
+    assert summary["used"] == 2 and summary["samples"] == 5 and len(both) == 5
+    # Same relative names in two sources stay two episodes (held-out splits go by name).
+    assert [r["episode"] for r in both.records] == ["one/ep"] * 3 + ["two/ep"] * 2
+    assert np.array_equal(both.image(1), alone.image(1))
+    picked = both.subset([4, 0])
+    expected = robot_samples([tmp_path / "two"], ARM, image_size=16)[0].image(1)
+    assert np.array_equal(picked.image(0), expected) and np.array_equal(picked.image(1), alone.image(0))
+    with pytest.raises(ConfigError, match=r"data: no episode bags .* under .*empty"):
+        (tmp_path / "empty").mkdir()
+        robot_samples([tmp_path / "one", tmp_path / "empty"], ARM, image_size=16)

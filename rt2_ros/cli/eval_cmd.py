@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
         print_json(data)
         return 0
-    print(report.table(), flush=True)
+    print(report.table(), "", report.progress_text(), sep="\n", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         print(f"rt2-ros eval: wrote {args.json}", file=sys.stderr, flush=True)

@@ -3,6 +3,7 @@
 ::
 
     rt2-ros collect --episodes N --seed S --out DIR      # sim expert episodes + grounded VQA
+    rt2-ros collect ... --policy-model CKPT --expert-share 0.5   # DAgger: a model drives, the expert labels
     rt2-ros train --out CKPT --from-scratch small --data DIR --vqa DIR [--robot-fraction 0.5] ...
     rt2-ros train --out CKPT --model PRETRAINED_DIR --data BAGS --vqa vqa.jsonl ...
     rt2-ros record --out DIR                              # ROS node: one MCAP bag per episode
@@ -19,6 +20,7 @@ import sys
 from typing import Any
 
 from rt2_ros.errors import ConfigError
+from rt2_ros.policy.config import DECODINGS
 
 
 def _log(message: str) -> None:
@@ -50,6 +52,16 @@ def register(subparsers: Any) -> None:
     collect.add_argument("--action-noise", type=float, default=0.0, metavar="M",
                          help="std (m) of Gaussian noise added to the executed x/y/z of each step while "
                               "the expert's clean action is recorded (DART-style recovery data; default 0)")
+    dagger = collect.add_argument_group(
+        "DAgger", "a trained model drives the arm on some steps, the expert labels every step")
+    dagger.add_argument("--policy-model", default="", metavar="CKPT",
+                        help="checkpoint (transformers backend) that drives on 1 - expert share of the steps")
+    dagger.add_argument("--expert-share", type=float, default=None, metavar="F",
+                        help="share of steps the expert drives, drawn per step (default: 1 without "
+                             "--policy-model, 0.5 with it)")
+    dagger.add_argument("--decoding", default="greedy", choices=DECODINGS,
+                        help="how the model chooses its action tokens (default: greedy)")
+    dagger.add_argument("--device", default="auto", help="the model's device: auto, cpu, cuda or cuda:N")
     collect.set_defaults(func=run_collect)
 
     train = subparsers.add_parser(
@@ -165,11 +177,22 @@ def run_collect(args: argparse.Namespace) -> int:
     from rt2_ros.training.sim_data import CollectConfig, collect
 
     exclude = parse_object_terms("--exclude-objects", args.exclude_objects)
+    share = args.expert_share if args.expert_share is not None else (0.5 if args.policy_model else 1.0)
     config = CollectConfig(episodes=args.episodes, seed=args.seed, image_size=args.image_size,
                            shadows=args.shadows, control_rate_hz=args.control_rate_hz, max_steps=args.max_steps,
                            embodiment=args.embodiment, task=args.task, vqa_scenes=args.vqa_scenes,
                            questions_per_scene=args.questions_per_scene, exclude_objects=exclude,
-                           action_noise=args.action_noise)
+                           action_noise=args.action_noise, expert_share=share, learner=args.policy_model)
+    learner = None
+    if args.policy_model:
+        from rt2_ros.policy.config import PolicyConfig
+        from rt2_ros.policy.factory import make_policy
+
+        # The checkpoint's own embodiment (its bins and bounds); its action values are metres and
+        # radians like the expert's, whatever bins each side uses.
+        learner = make_policy(PolicyConfig(backend="transformers", model=args.policy_model,
+                                           device=args.device, decoding=args.decoding))
+        _log(f"collect: DAgger, {args.policy_model} drives {1 - share:.0%} of the steps, the expert labels all")
     from tqdm import tqdm
 
     bars: list[Any] = []  # opened by the first progress report, so input errors print alone
@@ -178,13 +201,16 @@ def run_collect(args: argparse.Namespace) -> int:
         if not bars:
             bars.append(tqdm(total=max(config.episodes, 1), desc="episodes", unit="ep", file=sys.stderr))
         bars[0].update(counts["episodes"] - bars[0].n)
-        bars[0].set_postfix(successes=counts["successes"], vqa_scenes=counts["vqa_scenes"])
+        bars[0].set_postfix(successes=counts["successes"], vqa_scenes=counts["vqa_scenes"],
+                            **({"learner_steps": counts["learner_steps"]} if learner is not None else {}))
 
     try:
-        summary = collect(args.out, config, progress)
+        summary = collect(args.out, config, progress, learner=learner)
     finally:
         for bar in bars:
             bar.close()
+        if learner is not None:
+            learner.close()
     print_json(summary)
     return 0
 

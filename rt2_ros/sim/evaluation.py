@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from rt2_ros.errors import ConfigError, PolicyError, Rt2RosError
 from rt2_ros.sim.errors import SimError
 from rt2_ros.validation import expect_int, expect_number
@@ -165,6 +167,8 @@ class EpisodeOutcome:
     objects_seen: bool | None = None
     instruction_seen: bool | None = None
     error: str = ""
+    closest_m: float | None = None   # how near the tool centre point came to the task's object
+    grasped: bool = False            # whether the gripper ever held it
 
     def to_json(self) -> dict[str, Any]:
         """The outcome as a JSON object."""
@@ -172,7 +176,9 @@ class EpisodeOutcome:
                 "objects": list(self.objects), "success": self.success,
                 "terminated": self.terminated, "steps": self.steps,
                 "wall_s": round(self.wall_s, 3), "objects_seen": self.objects_seen,
-                "instruction_seen": self.instruction_seen, "error": self.error}
+                "instruction_seen": self.instruction_seen, "error": self.error,
+                "closest_m": None if self.closest_m is None else round(self.closest_m, 4),
+                "grasped": self.grasped}
 
 
 def _rate(outcomes: Sequence[EpisodeOutcome]) -> dict[str, Any]:
@@ -240,6 +246,27 @@ class EvaluationReport:
             policy += " - privileged-state reference, not a learned model"
         return f"policy: {policy}\n" + "\n".join(text)
 
+    def progress_rows(self) -> dict[str, dict[str, Any]]:
+        """How far the episodes got, per kind and overall: ``{kind: {episodes, grasped,
+        closest_median_m}}`` (the median over episodes of the closest approach of the tool
+        centre point to the task's object; what moves first when a policy starts to work)."""
+        rows = {}
+        for kind in [*self.kinds, "overall"]:
+            subset = [o for o in self.outcomes if kind == "overall" or o.kind == kind]
+            closest = [o.closest_m for o in subset if o.closest_m is not None]
+            rows[kind] = {"episodes": len(subset), "grasped": sum(o.grasped for o in subset),
+                          "closest_median_m": round(float(np.median(closest)), 4) if closest else None}
+        return rows
+
+    def progress_text(self) -> str:
+        """:meth:`progress_rows` as one line per kind."""
+        lines = ["how far they got (all episodes): median closest approach to the task's object, "
+                 "episodes that grasped it"]
+        for kind, row in self.progress_rows().items():
+            closest = "-" if row["closest_median_m"] is None else f"{100 * row['closest_median_m']:.1f} cm"
+            lines.append(f"  {kind:<10} {closest:>8}   grasped {row['grasped']}/{row['episodes']}")
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, Any]:
         """The report as JSON: settings, the table and every episode."""
         data = self.training_data
@@ -249,7 +276,7 @@ class EvaluationReport:
                 "training_data": None if data is None else {
                     "objects": None if data.objects is None else sorted(data.objects),
                     "instructions": None if data.instructions is None else sorted(data.instructions)},
-                "table": self.table_rows(),
+                "table": self.table_rows(), "progress": self.progress_rows(),
                 "episodes": [o.to_json() for o in self.outcomes]}
 
 
@@ -334,6 +361,7 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
                                      max_steps=max_steps, render=render)
                 outcome.success, outcome.terminated = result.success, result.terminated
                 outcome.steps = result.steps
+                outcome.closest_m, outcome.grasped = result.closest_m, result.grasped
             except (PolicyError, SimError, Rt2RosError) as err:
                 outcome.error = f"{type(err).__name__}: {err}"
                 outcome.success = bool(sim.task is not None and sim.success())

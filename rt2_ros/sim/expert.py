@@ -53,7 +53,8 @@ class ExpertSettings:
 
     max_step: largest translation per step (m); slow_step: near contacts (m);
     max_turn: largest rotation per step (rad); hover: height of the fingertips
-    above an object's top before descending (m); retries: grasp attempts.
+    above an object's top before descending (m); close_rise: how far the hand
+    rises per step while the gripper closes (m); retries: grasp attempts.
     """
 
     max_step: float = 0.045
@@ -62,6 +63,7 @@ class ExpertSettings:
     hover: float = 0.06
     carry_clearance: float = 0.04
     position_tolerance: float = 0.004
+    close_rise: float = 0.008
     yaw_tolerance: float = 0.04
     retries: int = 3
 
@@ -240,15 +242,20 @@ class ScriptedExpert:
                 self._phase, self._wait = "close", 0
             return goal, yaw, 0.0, s.slow_step
         if self._phase == "close":
-            goal = sim.ee_target_pose().position
-            yaw = self._grasp_yaw(task.object)
-            if self._gripper_settled(1.0):
-                if held:
-                    self._grip_offset = float(sim.ee_pose().position[2] - pos[2])
-                    self._phase = "lift"
-                else:
+            settled = self._gripper_settled(1.0)
+            if held:
+                # Lift as soon as the fingers hold it, without waiting for them to settle.
+                self._grip_offset = float(sim.ee_pose().position[2] - pos[2])
+                self._phase = "lift"
+            else:
+                if settled:
                     self._start_over()
-            return goal, yaw, 1.0, s.slow_step
+                # Close while rising slowly: the frames at the bottom (fingers open around the
+                # object, or closing on it) then all say "up", which one camera frame can be
+                # told; "stay" on some and "lift" on others could not, and a cloned policy
+                # stayed there holding the object.  The pads are long enough to catch it.
+                goal = sim.ee_target_pose().position + np.array([0.0, 0.0, s.close_rise])
+                return goal, self._grasp_yaw(task.object), 1.0, s.slow_step
         # The object is held from here on.
         yaw = float(sim.ee_target_pose().rpy[2])
         if task.predicate == "lifted":

@@ -33,7 +33,10 @@ class EpisodeResult:
 
     success: the task's detector after the last step; terminated: the policy
     emitted terminate; steps: control steps taken; first_success_step: the
-    first step after which the detector fired (None if never).
+    first step after which the detector fired (None if never).  How far a
+    failed episode got: closest_m, the smallest distance between the tool
+    centre point and the centre of the object the task names (None without a
+    task); grasped, whether the gripper ever held that object.
     """
 
     instruction: str
@@ -42,6 +45,8 @@ class EpisodeResult:
     steps: int
     sim_time: float
     first_success_step: int | None = None
+    closest_m: float | None = None
+    grasped: bool = False
     records: list[EpisodeStep] = field(default_factory=list)
 
 
@@ -63,6 +68,7 @@ def run_episode(sim: TabletopSim, policy: Policy, *, instruction: str | None = N
     policy.reset()
     blank = None if render else np.zeros((*sim.config.image_size, 3), np.uint8)
     result = EpisodeResult(instruction=text, success=False, terminated=False, steps=0, sim_time=0.0)
+    target = sim.task.object if sim.task is not None else None
     for step in range(max_steps):
         image = sim.render(camera) if render else blank
         output = policy.act(image, text)
@@ -72,9 +78,14 @@ def run_episode(sim: TabletopSim, policy: Policy, *, instruction: str | None = N
             result.records.append(EpisodeStep(image if render else None, output, report))
         if result.first_success_step is None and sim.task is not None and sim.success():
             result.first_success_step = step + 1
+        if target is not None:
+            gap = float(np.linalg.norm(sim.ee_pose().position - sim.object_poses()[target].position))
+            result.closest_m = gap if result.closest_m is None else min(result.closest_m, gap)
         if output.action.get("terminate"):
             result.terminated = True
             break
     result.success = sim.task is not None and sim.success()
+    if target is not None:
+        result.grasped = bool(sim.snapshot().objects[target].ever_grasped)
     result.sim_time = sim.sim_time
     return result

@@ -47,7 +47,7 @@ the plan as context: no loss on it, only on the action and eos.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -168,12 +168,14 @@ class MixtureDataset:
 
 @dataclass
 class BatchMeta:
-    """Per row of a batch: the sample kind, where its answer starts and how many answer ids
-    (without eos) it has."""
+    """Per row of a batch: the sample kind, where its answer starts, how many answer ids
+    (without eos) it has and how many of them are the plan's (0 without a plan: the action's ids
+    come after the plan's)."""
 
     kinds: list[str]
     answer_start: list[int]
     answer_length: list[int]
+    plan_length: list[int] = field(default_factory=list)
 
 
 class Rt2Collator:
@@ -198,6 +200,14 @@ class Rt2Collator:
         self.max_length = max_length
         self.grounding = grounding
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        self._is_number: dict[int, bool] = {}
+
+    def is_number(self, token_id: int) -> bool:
+        """Whether ``token_id`` decodes to an integer (a plan's number), memoised per id."""
+        known = self._is_number.get(token_id)
+        if known is None:
+            known = self._is_number[token_id] = self.tokenizer.decode([token_id]).strip().isdigit()
+        return known
 
     def prompt_text(self, example: Example) -> str:
         """The text given to the processor with the image (what the policy gives at inference)."""
@@ -227,7 +237,7 @@ class Rt2Collator:
                                  padding=True)
         prompt_ids, prompt_mask = encoded["input_ids"], encoded["attention_mask"].bool()
         processor_types = encoded.get("token_type_ids")
-        rows, meta = [], BatchMeta([], [], [])
+        rows, meta = [], BatchMeta([], [], [], [])
         for row, example in enumerate(examples):
             keep = prompt_mask[row]
             prompt = prompt_ids[row][keep].tolist()  # padding removed, whichever side it was on
@@ -240,14 +250,15 @@ class Rt2Collator:
             else:
                 types = None
             targets = list(tail)
+            plan_length = len(answer) - len(example.tokens) if example.kind == "robot" and example.plan else 0
             if example.plan_given:
                 # The plan is context here; only the action (and eos) is learnt.
-                plan_length = len(answer) - len(example.tokens)
                 targets[:plan_length] = [IGNORE_INDEX] * plan_length
             rows.append((prompt + tail, [IGNORE_INDEX] * len(prompt) + targets, types))
             meta.kinds.append(example.kind)
             meta.answer_start.append(len(prompt))
             meta.answer_length.append(len(answer))
+            meta.plan_length.append(plan_length)
         length = max(len(ids) for ids, _, _ in rows)
         if self.max_length is not None and length > self.max_length:
             raise ConfigError(f"max_length: a sample needs {length} tokens, more than {self.max_length}")
@@ -285,10 +296,9 @@ class Rt2Collator:
             numbers.append([])
             if example.kind != "robot" or not example.plan:
                 continue
-            start, length = meta.answer_start[row], meta.answer_length[row]
-            plan_length = length - len(example.tokens)
+            start, length, plan_length = meta.answer_start[row], meta.answer_length[row], meta.plan_length[row]
             for position in range(start, start + plan_length):
-                if self.tokenizer.decode([int(input_ids[row, position])]).strip().isdigit():
+                if self.is_number(int(input_ids[row, position])):
                     numbers[row].append(position)
             plan_queries[row, start - 1 + plan_length:start - 1 + length] = True
         plan_numbers = torch.full((len(examples), max(1, max(len(n) for n in numbers))), -1, dtype=torch.long)
@@ -314,6 +324,6 @@ class Rt2Collator:
             start = meta.answer_start[row]
             # With a plan, the plan's positions are the ones that read the image; the action's
             # positions are left free to read the numbers the plan wrote (its own arithmetic).
-            asked = meta.answer_length[row] - (len(example.tokens) if example.plan else 0)
+            asked = meta.plan_length[row] or meta.answer_length[row]
             queries[row, start - 1:start - 1 + asked] = True
         return {"grounding_target": target, "grounding_queries": queries, **plan}

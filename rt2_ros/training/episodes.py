@@ -32,8 +32,11 @@ strings, so a person can relabel an episode by editing that file):
 (``true`` | ``false`` | ``unknown``), ``rt2_ros.embodiment``,
 ``rt2_ros.control_rate_hz``, ``rt2_ros.source`` (``sim-expert``,
 ``ros-record``, ...), and optionally ``rt2_ros.seed``, ``rt2_ros.task_kind``,
-``rt2_ros.steps`` and ``rt2_ros.objects`` (the objects the task names,
-comma-separated: what a seen/unseen evaluation compares against).
+``rt2_ros.steps``, ``rt2_ros.objects`` (the objects the task names,
+comma-separated: what a seen/unseen evaluation compares against) and
+``rt2_ros.relabelled`` (``true``: DAgger data, the actions are the expert's
+labels for the states a learning policy drove the arm into, so they are good
+demonstrations whatever the episode's outcome).
 
 From episode to samples
 -----------------------
@@ -152,6 +155,9 @@ class EpisodeInfo:
     task_kind: str = ""
     steps: int = 0
     objects: tuple[str, ...] = ()      # the objects the task names (simulator: object, reference)
+    #: True when the recorded actions are a privileged expert's labels for states another policy
+    #: drove the robot into (DAgger, ``rt2-ros collect --policy-model``), not what was executed.
+    relabelled: bool = False
 
     def to_custom_data(self) -> dict[str, str]:
         """The ``custom_data`` entries (all strings)."""
@@ -165,6 +171,8 @@ class EpisodeInfo:
             data["task_kind"] = self.task_kind
         if self.objects:
             data["objects"] = ",".join(self.objects)
+        if self.relabelled:
+            data["relabelled"] = "true"
         return {_PREFIX + key: value for key, value in data.items()}
 
     @classmethod
@@ -187,7 +195,8 @@ class EpisodeInfo:
         objects = tuple(name.strip() for name in get("objects").split(",") if name.strip())
         return cls(instruction=get("instruction"), success=OUTCOMES[outcome], embodiment=get("embodiment"),
                    control_rate_hz=rate, source=get("source"), seed=seed, task_kind=get("task_kind"),
-                   steps=steps, objects=objects)
+                   steps=steps, objects=objects,
+                   relabelled=get("relabelled", "false").strip().lower() == "true")
 
 
 @dataclass

@@ -115,7 +115,7 @@ def evaluate_model(model: Any, dataset: MixtureDataset, collator: Rt2Collator, s
                 totals["tokens"] += len(positions)
                 if meta.kinds[row] == "robot":
                     exact = True
-                    offset = meta.answer_length[row] - len(allowed)  # the plan's ids come first
+                    offset = meta.plan_length[row]  # the plan's ids come first
                     if offset > 0:
                         totals["plan_error"] += _plan_error(collator.tokenizer, rows[:offset], targets[:offset],
                                                             free_mask)

@@ -13,7 +13,10 @@ cache directory::
                         vqa:   "question", "answer", "source", optionally "point"
 
 Robot sources are directories of rosbag2 episodes or LeRobot v3 dataset
-directories (:mod:`rt2_ros.training.lerobot_data`).
+directories (:mod:`rt2_ros.training.lerobot_data`).  Each robot source has
+its own cache (in its own ``.rt2_cache`` unless a cache directory is given),
+and several sources are joined in memory: adding a directory of new episodes
+(a DAgger round) reads only the new one.
 
 ``key`` holds everything the samples depend on (source files with sizes and
 modification times, image size, embodiment, action source, outcome filter),
@@ -76,6 +79,10 @@ class SampleSet:
     records: list[dict[str, Any]]
     pixels: np.ndarray
     path: Path | None = None
+    #: A set joined from several caches (:meth:`join`): their image stores, each record's
+    #: ``"part"`` naming the one that holds its image (``pixels`` is then unused).
+    parts: tuple[np.ndarray, ...] = ()
+    paths: tuple[Path, ...] = ()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -85,11 +92,24 @@ class SampleSet:
         record = self.records[index]
         shape = tuple(record["shape"])
         start = int(record["offset"])
-        return self.pixels[start:start + int(np.prod(shape))].reshape(shape)
+        pixels = self.parts[record["part"]] if self.parts else self.pixels
+        return pixels[start:start + int(np.prod(shape))].reshape(shape)
 
     def subset(self, indices: Sequence[int]) -> "SampleSet":
         """A set of the given samples (sharing the image storage)."""
-        return SampleSet(self.kind, [self.records[i] for i in indices], self.pixels, self.path)
+        return SampleSet(self.kind, [self.records[i] for i in indices], self.pixels, self.path,
+                         self.parts, self.paths)
+
+    @classmethod
+    def join(cls, sets: Sequence["SampleSet"]) -> "SampleSet":
+        """One set of the samples of ``sets`` (of one kind, none itself joined), sharing their images."""
+        if len(sets) == 1:
+            return sets[0]
+        if any(s.parts for s in sets) or len({s.kind for s in sets}) != 1:
+            raise ValueError("join: expected plain sets of one kind")
+        records = [{**record, "part": k} for k, s in enumerate(sets) for record in s.records]
+        return cls(sets[0].kind, records, np.zeros(0, np.uint8), None, tuple(s.pixels for s in sets),
+                   tuple(s.path for s in sets if s.path is not None))
 
     @classmethod
     def from_samples(cls, kind: str, samples: Iterable[tuple[np.ndarray | None, dict[str, Any]]]) -> "SampleSet":
@@ -192,60 +212,39 @@ def robot_samples(sources: Sequence[str | Path], embodiment: Embodiment, image_s
                   control_rate_hz: float | None = None, lerobot: LeRobotOptions | None = None,
                   progress: Callable[[int, int], None] | None = None) -> tuple[SampleSet, dict[str, Any]]:
     """Robot samples of every episode under ``sources`` (rosbag2 episode directories or LeRobot v3
-    datasets, read with ``lerobot``), cached.
+    datasets, read with ``lerobot``), one cache per source, joined.
 
-    Returns the samples and a summary (episodes used / skipped by outcome,
-    actions without an image).  Raises ConfigError when no sample remains.
+    Returns the samples and a summary (episodes used / skipped by outcome /
+    relabelled, actions without an image, and each source's cache).
+    Relabelled (DAgger) episodes pass every outcome filter: their actions are
+    the expert's labels.  With several sources, every episode name starts with
+    its source's directory name, so episodes of different sources stay apart
+    (held-out splits go by name).  Raises ConfigError for a source without
+    episodes, and when no sample remains.
     """
     if outcomes not in OUTCOME_FILTERS:
         raise ConfigError(f"outcomes: expected one of {', '.join(OUTCOME_FILTERS)}, got {outcomes!r}")
     if not sources:
         raise ConfigError("data: expected at least one episode directory, got none")
     roots = [Path(s) for s in sources]
-    datasets = [root for root in roots if is_lerobot_dir(root)]
-    found = [(root, path) for root in roots if root not in datasets for path in find_episodes(root)]
-    episodes = [path for _, path in found]
-    if not episodes and not datasets:
-        raise ConfigError(f"data: no episode bags (directories with metadata.yaml) or LeRobot v3 datasets "
-                          f"(meta/info.json) under {', '.join(str(r) for r in roots)}")
     topics = topics or EpisodeTopics()
     lerobot = lerobot or LeRobotOptions()
-    key = {"kind": "robot", "image_size": image_size, "embodiment": embodiment.to_dict(),
-           "topics": vars(topics), "action_source": action_source, "outcomes": outcomes,
-           "control_rate_hz": control_rate_hz, "sources": source_fingerprint(episodes)}
-    if datasets:
-        key["lerobot"] = {"camera": lerobot.camera, "action_map": [list(p) for p in lerobot.action_map],
-                          "sources": source_fingerprint(datasets)}
-    base = Path(cache_dir) if cache_dir else _default_cache_base(roots[0])
-    directory = _cache_dir(base, "robot", key)
-    samples = _load(directory, key)
-    if samples is not None:
-        summary = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))["summary"]
-    else:
-        summary = {"episodes": 0, "used": 0, "excluded_by_outcome": 0, "actions_without_image": 0,
-                   "samples": 0}
-        total = len(found) + sum(lerobot_episode_count(root) for root in datasets)
-
-        def read_all() -> Iterable[tuple[str, Episode]]:
-            number = 0
-            for root, path in found:
-                if progress is not None:
-                    progress(number, total)
-                number += 1
-                yield (str(path.relative_to(root)) if path != root else path.name,
-                       read_episode(path, embodiment, topics=topics, action_source=action_source,
-                                    control_rate_hz=control_rate_hz))
-            for root in datasets:
-                for episode in read_lerobot_episodes(root, embodiment, lerobot):
-                    if progress is not None:
-                        progress(number, total)
-                    number += 1
-                    yield f"{root.name}/{episode.path.name}", episode
-
-        # The generator fills the summary in; the manifest is written after it has run.
-        samples = _build(directory, "robot", key, _robot_generator(read_all(), image_size, outcomes, summary),
-                         {"summary": summary})
-    if not len(samples):
+    sets, summary = [], {"episodes": 0, "used": 0, "excluded_by_outcome": 0, "relabelled": 0,
+                         "actions_without_image": 0, "samples": 0, "caches": []}
+    labels = [root.name or str(root) for root in roots]
+    for k, root in enumerate(roots):
+        if labels.count(labels[k]) > 1:
+            labels[k] = str(root)
+        samples, part = _robot_source(root, embodiment, image_size, cache_dir, topics, action_source, outcomes,
+                                      control_rate_hz, lerobot, progress)
+        if len(roots) > 1:
+            samples.records = [{**r, "episode": f"{labels[k]}/{r['episode']}"} for r in samples.records]
+        sets.append(samples)
+        for key in ("episodes", "used", "excluded_by_outcome", "relabelled", "actions_without_image",
+                    "samples"):
+            summary[key] += int(part.get(key, 0))
+        summary["caches"].append(str(samples.path))
+    if not summary["samples"]:
         hint = ""
         if summary["excluded_by_outcome"] and outcomes == "success":
             hint = (" (episodes that record no outcome, e.g. LeRobot datasets, count only with outcomes "
@@ -253,6 +252,50 @@ def robot_samples(sources: Sequence[str | Path], embodiment: Embodiment, image_s
         raise ConfigError(f"data: no training samples: {summary['episodes']} episodes, "
                           f"{summary['excluded_by_outcome']} excluded by outcomes={outcomes!r}{hint}, "
                           f"{summary['actions_without_image']} actions without a matching image")
+    return SampleSet.join(sets), summary
+
+
+def _robot_source(root: Path, embodiment: Embodiment, image_size: int, cache_dir: str | Path | None,
+                  topics: EpisodeTopics, action_source: str, outcomes: str, control_rate_hz: float | None,
+                  lerobot: LeRobotOptions, progress: Callable[[int, int], None] | None
+                  ) -> tuple[SampleSet, dict[str, Any]]:
+    """The samples of one robot source, from its cache (built when missing or out of date)."""
+    dataset = is_lerobot_dir(root)
+    episodes = [] if dataset else find_episodes(root)
+    if not episodes and not dataset:
+        raise ConfigError(f"data: no episode bags (directories with metadata.yaml) or LeRobot v3 dataset "
+                          f"(meta/info.json) under {root}")
+    key = {"kind": "robot", "image_size": image_size, "embodiment": embodiment.to_dict(),
+           "topics": vars(topics), "action_source": action_source, "outcomes": outcomes,
+           "control_rate_hz": control_rate_hz, "sources": source_fingerprint(episodes)}
+    if dataset:
+        key["lerobot"] = {"camera": lerobot.camera, "action_map": [list(p) for p in lerobot.action_map],
+                          "sources": source_fingerprint([root])}
+    base = Path(cache_dir) if cache_dir else _default_cache_base(root)
+    directory = _cache_dir(base, "robot", key)
+    samples = _load(directory, key)
+    if samples is not None:
+        return samples, json.loads((directory / "manifest.json").read_text(encoding="utf-8"))["summary"]
+    summary = {"episodes": 0, "used": 0, "excluded_by_outcome": 0, "relabelled": 0,
+               "actions_without_image": 0, "samples": 0}
+    total = lerobot_episode_count(root) if dataset else len(episodes)
+
+    def read_all() -> Iterable[tuple[str, Episode]]:
+        for number, path in enumerate(episodes):
+            if progress is not None:
+                progress(number, total)
+            yield (str(path.relative_to(root)) if path != root else path.name,
+                   read_episode(path, embodiment, topics=topics, action_source=action_source,
+                                control_rate_hz=control_rate_hz))
+        if dataset:
+            for number, episode in enumerate(read_lerobot_episodes(root, embodiment, lerobot)):
+                if progress is not None:
+                    progress(number, total)
+                yield f"{root.name}/{episode.path.name}", episode
+
+    # The generator fills the summary in; the manifest is written after it has run.
+    samples = _build(directory, "robot", key, _robot_generator(read_all(), image_size, outcomes, summary),
+                     {"summary": summary})
     return samples, summary
 
 
@@ -262,9 +305,13 @@ def _robot_generator(episodes: Iterable[tuple[str, Episode]], image_size: int, o
     for name, episode in episodes:
         summary["episodes"] += 1
         success = episode.info.success
-        if (outcomes == "success" and success is not True) or (outcomes == "not-failed" and success is False):
+        # A relabelled (DAgger) episode's actions are the expert's whatever the learner that drove
+        # it achieved: its outcome says nothing about the labels, so no outcome filter drops it.
+        if not episode.info.relabelled and ((outcomes == "success" and success is not True)
+                                            or (outcomes == "not-failed" and success is False)):
             summary["excluded_by_outcome"] += 1
             continue
+        summary["relabelled"] += int(episode.info.relabelled)
         summary["used"] += 1
         summary["actions_without_image"] += episode.skipped
         for index, step in enumerate(episode.steps):

@@ -26,6 +26,16 @@ executes the expert's action plus Gaussian noise on x, y, z while the bag
 records the clean action, so the data holds states slightly off the expert's
 path labelled with the way back.
 
+DAgger (``collect(..., learner=policy)`` with ``expert_share`` < 1): a
+learning policy drives the arm on ``1 - expert_share`` of the steps (drawn
+per step) and the expert on the rest, while every recorded action is the
+expert's for the state reached.  The data then covers the states the
+learner's own mistakes lead to, labelled with what the expert does there,
+which is what behaviour cloning lacks once a policy leaves the
+demonstrations' path (Ross et al., 2011).  Such episodes are marked
+``relabelled`` and ``source: sim-dagger``; training keeps them whatever
+their outcome.
+
 VQA (the "web data" of RT-2's co-fine-tuning, here about the simulator's own
 scenes): the first frame of each scene gets ``questions_per_scene``
 questions drawn from templates answered from the true scene (colours,
@@ -102,6 +112,8 @@ class CollectConfig:
     exclude_objects: tuple[str, ...] = field(default_factory=tuple)
     camera: str = "head"
     action_noise: float = 0.0            # m, std of the noise on executed translations (_perturbed)
+    expert_share: float = 1.0            # DAgger: share of steps the expert drives (the learner the rest)
+    learner: str = ""                    # DAgger: what the learner is (a checkpoint path), for collect.json
 
     def __post_init__(self) -> None:
         expect_int("episodes", self.episodes, low=0, high=1_000_000)
@@ -116,6 +128,14 @@ class CollectConfig:
         expect_int("questions_per_scene", self.questions_per_scene, low=0, high=len(QUESTION_KINDS))
         expect_str("camera", self.camera, choices=("head", "wrist"))
         expect_number("action_noise", self.action_noise, low=0.0, high=0.05)
+        expect_number("expert_share", self.expert_share, low=0.0, high=1.0)
+        expect_str("learner", self.learner)
+        if self.expert_share < 1.0 and not self.learner:
+            raise ConfigError(f"expert_share: expected 1.0 without a learner (--policy-model), "
+                              f"got {self.expert_share:g}")
+        if self.learner and self.expert_share >= 1.0:
+            raise ConfigError(f"expert_share: expected < 1 with a learner ({self.learner}), or the "
+                              f"learner never drives; got {self.expert_share:g}")
         if not isinstance(self.exclude_objects, tuple):
             object.__setattr__(self, "exclude_objects", tuple(self.exclude_objects))
         from rt2_ros.sim.scene import OBJECT_TERMS
@@ -229,10 +249,13 @@ def _save_png(path: Path, image: np.ndarray) -> None:
 
 
 def collect(out_dir: str | Path, config: CollectConfig,
-            progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, Any]:
+            progress: Callable[[dict[str, int]], None] | None = None,
+            learner: Any = None) -> dict[str, Any]:
     """Generate ``config.episodes`` expert episodes and the grounded VQA into ``out_dir``.
 
-    Deterministic for a given config.  Refuses an ``out_dir`` that already
+    ``learner`` (a :class:`~rt2_ros.policy.base.Policy`; required when
+    ``config.expert_share`` < 1, refused otherwise): DAgger, see the module doc.
+    Deterministic for a given config (and a deterministic learner).  Refuses an ``out_dir`` that already
     holds episodes or VQA (ConfigError).  Returns the summary also written to
     ``collect.json``.  ``progress`` is called after every scene with the counts so far.
     """
@@ -246,6 +269,9 @@ def collect(out_dir: str | Path, config: CollectConfig,
     for existing in (episodes_dir, vqa_dir):
         if existing.exists() and any(existing.iterdir()):
             raise ConfigError(f"out: {existing} already has data; collect into a new directory")
+    if (learner is None) != (config.expert_share >= 1.0):
+        raise ConfigError(f"expert_share: {config.expert_share:g} needs a learner policy exactly when it is "
+                          f"below 1 (learner given: {learner is not None})")
     embodiment = load_embodiment(config.embodiment)
     (vqa_dir / "images").mkdir(parents=True, exist_ok=True)
     episodes_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +283,8 @@ def collect(out_dir: str | Path, config: CollectConfig,
     records: list[dict[str, Any]] = []
     counts = {"episodes": 0, "successes": 0, "excluded_seeds": 0, "infeasible_seeds": 0,
               "expert_errors": 0, "steps": 0, "vqa_scenes": 0, "vqa_items": 0}
+    if learner is not None:
+        counts.update(learner_steps=0, learner_errors=0)
     started = time.perf_counter()
     seed = config.seed
     # Exclusions can skip many seeds; a bound keeps a typo from looping for ever.
@@ -292,7 +320,8 @@ def collect(out_dir: str | Path, config: CollectConfig,
                 counts["excluded_seeds"] += 1
             else:
                 records.extend(_run_episode(sim, expert, embodiment, config, seed, counts, first, rng,
-                                            episodes_dir / f"episode_{counts['episodes']:06d}", vqa_dir))
+                                            episodes_dir / f"episode_{counts['episodes']:06d}", vqa_dir,
+                                            learner))
                 counts["episodes"] += 1
         seed += 1
         if progress is not None:
@@ -341,14 +370,19 @@ def _grounding_points(sim: Any, goal: np.ndarray | None, tcp: np.ndarray, camera
 
 def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, seed: int,
                  counts: dict[str, int], first: np.ndarray, rng: np.random.Generator, path: Path,
-                 vqa_dir: Path) -> list[dict[str, Any]]:
-    """One expert episode into a bag; returns its "what is the gripper holding" VQA records."""
+                 vqa_dir: Path, learner: Any = None) -> list[dict[str, Any]]:
+    """One episode into a bag, labelled by the expert (driven by it, or by turns by ``learner``);
+    returns its "what is the gripper holding" VQA records."""
     rate = config.control_rate_hz
     text = sim.task.instruction
     writer = EpisodeBagWriter(path, embodiment)
     base_ns = 1_000_000_000  # stamps are simulated time + 1 s (rosbag2 dislikes time 0)
     writer.instruction(text, base_ns)
     expert.reset()
+    if learner is not None:
+        learner.reset()
+    # Which steps the learner drives: its own stream, so VQA and noise draws do not depend on it.
+    turn_rng = np.random.default_rng([config.seed, seed, 2])
     frames: list[tuple[np.ndarray, str | None]] = []
     image = first
     # Executing a noisy version of the expert's action while recording the clean one (DART)
@@ -375,8 +409,18 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
                     points=_grounding_points(sim, expert.expert.goal, pose.position, config.camera,
                                              image.shape[1], image.shape[0]))
         terminate = bool(output.action.get("terminate"))
-        executed = output.action if terminate else _perturbed(output.action, embodiment,
-                                                               config.action_noise, noise_rng)
+        executed = output.action
+        if learner is not None and not terminate and turn_rng.random() >= config.expert_share:
+            try:
+                executed = learner.act(image, text).action
+            except PolicyError:
+                counts["learner_errors"] += 1
+                break
+            counts["learner_steps"] += 1
+            # A learner that stops early ends the episode, as it would on the robot.
+            terminate = bool(executed.get("terminate"))
+        if not terminate:
+            executed = _perturbed(executed, embodiment, config.action_noise, noise_rng)
         sim.apply_action(executed, rate)
         if terminate:
             break
@@ -385,8 +429,9 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
     counts["successes"] += int(success)
     counts["steps"] += writer.steps
     writer.close(EpisodeInfo(instruction=text, success=success, embodiment=embodiment.name,
-                             control_rate_hz=rate, source="sim-expert", seed=seed, task_kind=sim.task.kind,
-                             objects=sim.task.objects))
+                             control_rate_hz=rate, source="sim-expert" if learner is None else "sim-dagger",
+                             seed=seed, task_kind=sim.task.kind, objects=sim.task.objects,
+                             relabelled=learner is not None))
     records = []
     holding = [i for i, (_, held) in enumerate(frames) if held]
     empty = [i for i, (_, held) in enumerate(frames) if not held and i > 0]

@@ -211,9 +211,11 @@ def prepare_data(config: TrainConfig, embodiment: Embodiment, image_size: int,
         train, test = _split_robot(robot, config.eval_episodes, config.seed)
         out["robot"] = (robot.subset(train), robot.subset(test))
         out["summary"]["robot"] = {**summary, "train_samples": len(train), "eval_samples": len(test),
-                                   "cache": str(robot.path), "seconds": round(time.perf_counter() - started, 1)}
+                                   "seconds": round(time.perf_counter() - started, 1)}
+        relabelled = f", {summary['relabelled']} of them relabelled (DAgger)" if summary["relabelled"] else ""
         log(f"robot data: {len(train)} training samples, {len(test)} held out "
-            f"({summary['used']} of {summary['episodes']} episodes used; cache {robot.path})")
+            f"({summary['used']} of {summary['episodes']} episodes used{relabelled}; "
+            f"cache {', '.join(summary['caches'])})")
     if config.vqa:
         started = time.perf_counter()
         vqa = vqa_samples(config.vqa, image_size, cache_dir=cache,
@@ -410,6 +412,14 @@ def grounding_loss(attentions: Any, target: Any, queries: Any) -> Any:
     return torch.stack(losses).mean()
 
 
+def plan_attention_mass(attention: Any, queries: Any, positions: Any) -> Any:
+    """Per query position of one row, the attention mass on ``positions``, averaged over heads.
+
+    attention: (heads, L, L) of one row; queries: (L,) bool; positions: (M,) token positions.
+    """
+    return attention[:, queries][:, :, positions].sum(-1).mean(0)
+
+
 def plan_reading_loss(attentions: Any, numbers: Any, queries: Any) -> Any:
     """-log(attention mass on the plan's number tokens), averaged over heads and over the positions
     that predict the action tokens, then over the rows with a plan.
@@ -429,7 +439,7 @@ def plan_reading_loss(attentions: Any, numbers: Any, queries: Any) -> Any:
     losses = []
     for row in rows:
         positions = numbers[row][numbers[row] >= 0]
-        mass = attentions[row][:, queries[row]][:, :, positions].sum(-1).mean(0)   # (queries,)
+        mass = plan_attention_mass(attentions[row], queries[row], positions)
         losses.append(-mass.clamp_min(1e-6).log().mean())
     return torch.stack(losses).mean()
 
