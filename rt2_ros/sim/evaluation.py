@@ -216,13 +216,16 @@ class EvaluationReport:
                        ("unseen instructions", lambda o: o.instruction_seen is False)]
         return splits
 
+    def _by_kind(self) -> Iterable[tuple[str, list[EpisodeOutcome]]]:
+        """(kind, its outcomes) for every kind, then ("overall", every outcome)."""
+        for kind in self.kinds:
+            yield kind, [o for o in self.outcomes if o.kind == kind]
+        yield "overall", list(self.outcomes)
+
     def table_rows(self) -> dict[str, dict[str, dict[str, Any]]]:
         """``{kind or "overall": {split: {episodes, successes, success_rate}}}``."""
-        rows = {}
-        for kind in [*self.kinds, "overall"]:
-            subset = [o for o in self.outcomes if kind == "overall" or o.kind == kind]
-            rows[kind] = {name: _rate([o for o in subset if keep(o)]) for name, keep in self._splits()}
-        return rows
+        return {kind: {name: _rate([o for o in subset if keep(o)]) for name, keep in self._splits()}
+                for kind, subset in self._by_kind()}
 
     def table(self) -> str:
         """The success table as aligned text (``successes/episodes  rate`` per cell)."""
@@ -251,8 +254,7 @@ class EvaluationReport:
         closest_median_m}}`` (the median over episodes of the closest approach of the tool
         centre point to the task's object; what moves first when a policy starts to work)."""
         rows = {}
-        for kind in [*self.kinds, "overall"]:
-            subset = [o for o in self.outcomes if kind == "overall" or o.kind == kind]
+        for kind, subset in self._by_kind():
             closest = [o.closest_m for o in subset if o.closest_m is not None]
             rows[kind] = {"episodes": len(subset), "grasped": sum(o.grasped for o in subset),
                           "closest_median_m": round(float(np.median(closest)), 4) if closest else None}

@@ -243,11 +243,7 @@ class ScriptedExpert:
             return goal, yaw, 0.0, s.slow_step
         if self._phase == "close":
             settled = self._gripper_settled(1.0)
-            if held:
-                # Lift as soon as the fingers hold it, without waiting for them to settle.
-                self._grip_offset = float(sim.ee_pose().position[2] - pos[2])
-                self._phase = "lift"
-            else:
+            if not held:
                 if settled:
                     self._start_over()
                 # Close while rising slowly: the frames at the bottom (fingers open around the
@@ -256,6 +252,9 @@ class ScriptedExpert:
                 # stayed there holding the object.  The pads are long enough to catch it.
                 goal = sim.ee_target_pose().position + np.array([0.0, 0.0, s.close_rise])
                 return goal, self._grasp_yaw(task.object), 1.0, s.slow_step
+            # Lift as soon as the fingers hold it, without waiting for them to settle.
+            self._grip_offset = float(sim.ee_pose().position[2] - pos[2])
+            self._phase = "lift"
         # The object is held from here on.
         yaw = float(sim.ee_target_pose().rpy[2])
         if task.predicate == "lifted":

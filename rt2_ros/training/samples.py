@@ -51,6 +51,8 @@ __all__ = ["SAMPLES_FORMAT", "OUTCOME_FILTERS", "SampleSet", "resize_shorter_sid
 SAMPLES_FORMAT = "rt2_ros.samples/4"
 #: Which episodes become training data: ``success`` only, ``not-failed`` (success or unknown), ``all``.
 OUTCOME_FILTERS = ("success", "not-failed", "all")
+#: What a robot source's summary counts (summed over sources).
+_ROBOT_COUNTS = ("episodes", "used", "excluded_by_outcome", "relabelled", "actions_without_image", "samples")
 
 
 def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
@@ -82,7 +84,6 @@ class SampleSet:
     #: A set joined from several caches (:meth:`join`): their image stores, each record's
     #: ``"part"`` naming the one that holds its image (``pixels`` is then unused).
     parts: tuple[np.ndarray, ...] = ()
-    paths: tuple[Path, ...] = ()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -97,8 +98,7 @@ class SampleSet:
 
     def subset(self, indices: Sequence[int]) -> "SampleSet":
         """A set of the given samples (sharing the image storage)."""
-        return SampleSet(self.kind, [self.records[i] for i in indices], self.pixels, self.path,
-                         self.parts, self.paths)
+        return SampleSet(self.kind, [self.records[i] for i in indices], self.pixels, self.path, self.parts)
 
     @classmethod
     def join(cls, sets: Sequence["SampleSet"]) -> "SampleSet":
@@ -108,8 +108,7 @@ class SampleSet:
         if any(s.parts for s in sets) or len({s.kind for s in sets}) != 1:
             raise ValueError("join: expected plain sets of one kind")
         records = [{**record, "part": k} for k, s in enumerate(sets) for record in s.records]
-        return cls(sets[0].kind, records, np.zeros(0, np.uint8), None, tuple(s.pixels for s in sets),
-                   tuple(s.path for s in sets if s.path is not None))
+        return cls(sets[0].kind, records, np.zeros(0, np.uint8), None, tuple(s.pixels for s in sets))
 
     @classmethod
     def from_samples(cls, kind: str, samples: Iterable[tuple[np.ndarray | None, dict[str, Any]]]) -> "SampleSet":
@@ -229,19 +228,16 @@ def robot_samples(sources: Sequence[str | Path], embodiment: Embodiment, image_s
     roots = [Path(s) for s in sources]
     topics = topics or EpisodeTopics()
     lerobot = lerobot or LeRobotOptions()
-    sets, summary = [], {"episodes": 0, "used": 0, "excluded_by_outcome": 0, "relabelled": 0,
-                         "actions_without_image": 0, "samples": 0, "caches": []}
-    labels = [root.name or str(root) for root in roots]
+    sets, summary = [], {**dict.fromkeys(_ROBOT_COUNTS, 0), "caches": []}
+    names = [root.name or str(root) for root in roots]
+    labels = [str(root) if names.count(name) > 1 else name for root, name in zip(roots, names)]
     for k, root in enumerate(roots):
-        if labels.count(labels[k]) > 1:
-            labels[k] = str(root)
         samples, part = _robot_source(root, embodiment, image_size, cache_dir, topics, action_source, outcomes,
                                       control_rate_hz, lerobot, progress)
         if len(roots) > 1:
             samples.records = [{**r, "episode": f"{labels[k]}/{r['episode']}"} for r in samples.records]
         sets.append(samples)
-        for key in ("episodes", "used", "excluded_by_outcome", "relabelled", "actions_without_image",
-                    "samples"):
+        for key in _ROBOT_COUNTS:
             summary[key] += int(part.get(key, 0))
         summary["caches"].append(str(samples.path))
     if not summary["samples"]:
@@ -276,8 +272,7 @@ def _robot_source(root: Path, embodiment: Embodiment, image_size: int, cache_dir
     samples = _load(directory, key)
     if samples is not None:
         return samples, json.loads((directory / "manifest.json").read_text(encoding="utf-8"))["summary"]
-    summary = {"episodes": 0, "used": 0, "excluded_by_outcome": 0, "relabelled": 0,
-               "actions_without_image": 0, "samples": 0}
+    summary = dict.fromkeys(_ROBOT_COUNTS, 0)
     total = lerobot_episode_count(root) if dataset else len(episodes)
 
     def read_all() -> Iterable[tuple[str, Episode]]:
