@@ -135,3 +135,23 @@ def test_expert_rises_from_the_moment_it_closes_on_the_object(sim):
             sim.apply_action(out.action, RATE_HZ)
         assert sim.success() and held_steps and closing, seed
         assert all(z > 0.0 for z in closing + held_steps), (seed, closing, held_steps)
+
+
+def test_expert_rises_while_it_opens_to_release_the_object(sim):
+    # The release mirrors the grasp: opening in place and then rising would label the same
+    # frame (open fingers around the placed object) "stay" on some steps and "up" on others.
+    policy = ExpertPolicy(sim)
+    for kind in ("place_on", "move_near"):
+        sim.reset(0, task=kind)
+        policy.reset()
+        was_held, opening = False, []
+        for _ in range(80):
+            was_held = was_held or sim.gripper_state().grasped == sim.task.object
+            out = policy.act(BLANK, sim.task.instruction)
+            if out.action["terminate"]:
+                break
+            if was_held and out.action["gripper"] < 0.5:
+                opening.append(out.action["z"])
+            sim.apply_action(out.action, RATE_HZ)
+        assert sim.success() and opening, kind
+        assert all(z > 0.0 for z in opening), (kind, opening)

@@ -54,7 +54,7 @@ class ExpertSettings:
     max_step: largest translation per step (m); slow_step: near contacts (m);
     max_turn: largest rotation per step (rad); hover: height of the fingertips
     above an object's top before descending (m); close_rise: how far the hand
-    rises per step while the gripper closes (m); retries: grasp attempts.
+    rises per step while the gripper closes or opens (m); retries: grasp attempts.
     """
 
     max_step: float = 0.045
@@ -284,7 +284,9 @@ class ScriptedExpert:
                 self._phase, self._wait = "release", 0
             return goal, yaw, 1.0, s.slow_step
         if self._phase == "release":
-            goal = sim.ee_target_pose().position
+            # Open while rising slowly, for the same reason the grasp closes while rising: "stay"
+            # while the fingers open would label frames a camera cannot tell from the retreat's.
+            goal = sim.ee_target_pose().position + np.array([0.0, 0.0, s.close_rise])
             if self._gripper_settled(0.0):
                 self._phase = "retreat"
             return goal, yaw, 0.0, s.slow_step
