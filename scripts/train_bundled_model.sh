@@ -14,6 +14,8 @@
 # `make demo` runs whatever checkpoint sits there, so a model is bundled by copying it there
 # only after `rt2-ros eval` has shown it solves the seen tasks.
 # About 55 minutes on 2 cores; DATA (default data/sim) keeps what is collected, for reruns.
+# Measured: one run of it (STEPS=9000) solved 0/40 seen episodes, where the staged fine-tunes of
+# docs/training.md section 6 reached 5/40 (item 7 there): it does not yet reproduce the best model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${DATA:-data/sim}"
