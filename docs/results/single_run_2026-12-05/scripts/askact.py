@@ -1,5 +1,6 @@
 # Diagnostic: pick episodes where the plan's goal is forced to the model's own answer to
 # "where is the X?" (asked on the same frame); the model writes the rest of the plan and the action.
+# Usage: askact.py MODEL SEEDS FORCE, e.g. askact.py F1 0,1,2,3,5,6,7,8,10,11 1 (docs/training.md section 6, item 7).
 import sys, numpy as np
 from rt2_ros.policy.config import PolicyConfig
 from rt2_ros.policy.factory import make_policy

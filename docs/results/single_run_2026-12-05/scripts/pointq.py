@@ -1,3 +1,5 @@
+# Diagnostic (docs/training.md section 6, item 7): on the first frame of 12 seeds of a task kind,
+# the model's answer to "where is the X?" against the goal its plan writes.  Usage: pointq.py MODEL KIND.
 import sys, numpy as np
 from rt2_ros.policy.config import PolicyConfig
 from rt2_ros.policy.factory import make_policy

@@ -1,4 +1,6 @@
-import sys, numpy as np
+# Diagnostic (docs/training.md section 6, item 7): one closed-loop episode, step by step, the
+# model's plan and action next to the expert's.  Usage: trace.py MODEL KIND SEED STEPS (DEC=greedy|median).
+import os, sys, numpy as np
 from rt2_ros.policy.config import PolicyConfig
 from rt2_ros.policy.factory import make_policy
 from rt2_ros.sim.tabletop import SimConfig, TabletopSim
@@ -8,7 +10,7 @@ from rt2_ros.training.episodes import points_plan
 model, kind, seed, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 with TabletopSim(seed, task=None, config=SimConfig(image_size=(224, 224), shadows=True)) as sim:
     sim.reset(seed, task=kind)
-    pol = make_policy(PolicyConfig(backend="transformers", model=model, device="cpu", decoding=__import__("os").environ.get("DEC", "median")))
+    pol = make_policy(PolicyConfig(backend="transformers", model=model, device="cpu", decoding=os.environ.get("DEC", "median")))
     ex = ExpertPolicy(sim); pol.reset(); ex.reset()
     print(sim.task.instruction)
     for t in range(steps):
