@@ -18,13 +18,15 @@ grounding points: where the action heads and where the gripper is):
   does clearly worse without it), and with the image split by whether the
   goal's patch was found (a model whose actions read what it attends to does
   clearly better where it was);
-* **plans** (checkpoints trained with ``--plan points``): the attention is
-  read with the true plan written before the action (teacher forcing, as in
-  training) at the positions that predict the plan (those the grounding loss
-  points at the image), plus the action positions' attention mass on the
-  plan's numbers (those it points at the plan), and the plan the policy writes on the first steps is compared
-  with the true one (mean |error| of the goal's and the gripper's column and
-  row, in 256ths of the image);
+* **plans** (checkpoints trained with ``--plan points`` or ``object_points``):
+  the attention is read with the true plan written before the action
+  (teacher forcing, as in training) at the positions that write each point's
+  numbers (those the grounding loss points at that point, all heads; with
+  ``object_points`` the object's patch is scored too), plus the action
+  positions' attention mass on the plan's numbers (those it points at the
+  plan), and the plan the policy writes on the first steps is compared with
+  the true one (mean |error| of each point's column and row, in 256ths of the
+  image);
 * **does the action follow the plan** (planning checkpoints): with the true
   plan teacher-forced, but its goal column written as 32 and then as 224
   (the goal far left, then far right), how far each action dim's expected
@@ -54,25 +56,46 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _examples(episodes: list, embodiment, stride: int, plan: bool):
-    from rt2_ros.training.collate import Example
-    from rt2_ros.training.episodes import points_plan
+_SHORT = {"goal": "goal", "gripper": "grip", "object": "obj"}   # table headers
 
+
+def _examples(episodes: list, embodiment, stride: int, plan: str):
+    from rt2_ros.training.collate import Example
+    from rt2_ros.training.episodes import REQUIRED_POINTS, plan_point_names, points_plan
+
+    names = plan_point_names(plan) if plan != "none" else REQUIRED_POINTS
     first, strided = [], []
     for episode in episodes:
         for index, step in enumerate(episode.steps):
-            if step.points is None:
-                raise SystemExit(f"{episode.path}: steps without grounding points; collect with this "
-                                 f"version of rt2-ros collect")
+            if step.points is None or any(n not in step.points for n in names):
+                raise SystemExit(f"{episode.path}: steps without the grounding points {', '.join(names)}; "
+                                 f"collect with this version of rt2-ros collect")
+            text = None
+            if plan == "points":
+                text = points_plan(step.points)
+            elif plan == "object_points":
+                text = points_plan(step.points, episode.info.objects[0])
             example = Example("robot", step.image, step.instruction,
                               tokens=embodiment.encode({n: step.action[n] for n in embodiment.names}),
-                              points=(step.points["goal"], step.points["gripper"]),
-                              plan=points_plan(step.points) if plan else None)
+                              points=tuple(step.points[n] for n in names), plan=text)
             if index == 0:
                 first.append(example)
             if index % stride == 0:
                 strided.append(example)
     return first, strided
+
+
+def trained_plan(checkpoint: Path, chain_of_thought: bool) -> str:
+    """The plan kind ``rt2-ros train --plan`` gave ``checkpoint`` (its training summary; "points" for a
+    planning checkpoint without one, "none" otherwise)."""
+    import json
+
+    from rt2_ros.training.trainer import SUMMARY_FILE
+
+    summary = checkpoint / SUMMARY_FILE
+    if summary.is_file():
+        return str(json.loads(summary.read_text())["config"].get("plan", "none"))
+    return "points" if chain_of_thought else "none"
 
 
 def trained_grounding_layer(checkpoint: Path, layers: int) -> int:
@@ -89,10 +112,12 @@ def trained_grounding_layer(checkpoint: Path, layers: int) -> int:
     return grounding_layer_index(requested, layers)
 
 
-def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) -> dict[str, Any]:
-    """Goal / gripper argmax hit rates and the mean grounding loss of ``examples`` in decoder ``layer``;
-    ``goal_found`` is each example's goal hit (bool array), to split the action errors by; with plans
-    also ``plan_mass``: the action positions' mean attention on the plan's numbers."""
+def attention_figures(policy, examples: list, layer: int, names: tuple[str, ...] = ("goal", "gripper"),
+                      batch_size: int = 16) -> dict[str, Any]:
+    """Per point (``names``, in the examples' points order) the argmax hit rate (``<name>_hit``) and the
+    mean grounding loss of ``examples`` in decoder ``layer``; ``goal_found`` is each example's goal
+    hit (bool array), to split the action errors by; with plans also ``plan_mass``: the action
+    positions' mean attention on the plan's numbers."""
     import torch
 
     from rt2_ros.training.collate import Rt2Collator
@@ -101,7 +126,7 @@ def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) 
     model = policy.model
     model.set_attn_implementation("eager")
     collator = Rt2Collator(policy.processor, policy.scheme, prefix_lm=True, grounding=True)
-    hits = {"goal": [], "gripper": []}
+    hits: dict[str, list] = {name: [] for name in names}
     losses = []
     plan_mass = []
     for start in range(0, len(examples), batch_size):
@@ -116,27 +141,31 @@ def attention_figures(policy, examples: list, layer: int, batch_size: int = 16) 
             positions = numbers[row][numbers[row] >= 0]
             if len(positions):
                 plan_mass.append(float(plan_attention_mass(attentions[row], plan_queries[row], positions).mean()))
-        groups = torch.arange(attentions.shape[1]).tensor_split(2)
+        # As the loss reads them: without a plan the heads split into one group per point, all
+        # answer positions; with one, all heads at the positions that write each point.
+        groups = torch.arange(attentions.shape[1]).tensor_split(len(names))
         for row in range(attentions.shape[0]):
-            asked = torch.nonzero(queries[row]).flatten()
-            for name, group, point in zip(hits, groups, target[row]):
-                looked = attentions[row, group][:, asked].mean((0, 1))
+            for k, (name, point) in enumerate(zip(names, target[row])):
+                if queries.dim() == 3:
+                    looked = attentions[row][:, queries[row, k]].mean((0, 1))
+                else:
+                    looked = attentions[row, groups[k]][:, queries[row]].mean((0, 1))
                 hits[name].append(int(looked.argmax()) == int(point))
-    return {"goal_hit": float(np.mean(hits["goal"])), "gripper_hit": float(np.mean(hits["gripper"])),
+    return {**{f"{name}_hit": float(np.mean(hits[name])) for name in names},
             "grounding_loss": sum(losses) / len(examples), "goal_found": np.array(hits["goal"], dtype=bool),
             "plan_mass": float(np.mean(plan_mass)) if plan_mass else None}
 
 
 def plan_following(policy, examples: list, columns: tuple[int, int] = (32, 224),
                    batch_size: int = 16) -> np.ndarray:
-    """Per example and dim, |expected bin with the goal column written as columns[1] - with
-    columns[0]|, the rest of the true plan and the image unchanged (teacher forced), (N, dims)."""
+    """Per example and dim, |expected bin with the goal column (the number after "goal") written as
+    columns[1] - with columns[0]|, the rest of the true plan and the image unchanged (teacher
+    forced), (N, dims)."""
     import dataclasses
 
     import torch
 
     from rt2_ros.training.collate import Rt2Collator
-    from rt2_ros.training.episodes import plan_numbers
 
     collator = Rt2Collator(policy.processor, policy.scheme, prefix_lm=True)
     allowed = policy.allowed_token_ids()
@@ -145,9 +174,8 @@ def plan_following(policy, examples: list, columns: tuple[int, int] = (32, 224),
     for column in columns:
         variants = []
         for example in examples:
-            numbers = plan_numbers(example.plan)
             words = example.plan.split()
-            words[words.index(str(numbers[0]))] = str(column)   # the goal's column: the first number
+            words[words.index("goal") + 1] = str(column)
             variants.append(dataclasses.replace(example, plan=" ".join(words)))
         rows = []
         for start in range(0, len(variants), batch_size):
@@ -168,8 +196,8 @@ def plan_following(policy, examples: list, columns: tuple[int, int] = (32, 224),
 
 def action_errors(policy, examples: list) -> dict[str, np.ndarray]:
     """|bin error| per example and dim, (N, dims), of the policy's greedy action, with the image and
-    with a black one; for planning policies also ``plan_<key>``: |error| of the plan's four numbers
-    (goal column, row, gripper column, row; 128 where the plan does not have them)."""
+    with a black one; for planning policies also ``plan_<key>``: |error| of the plan's numbers
+    (each point's column and row; 128 where the plan does not have them)."""
     from rt2_ros.training.episodes import plan_numbers
 
     errors: dict[str, list] = {"image": [], "black": [], "plan_image": [], "plan_black": []}
@@ -199,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from rt2_ros.policy.transformers_backend import TransformersPolicy
-    from rt2_ros.training.episodes import find_episodes, read_episode
+    from rt2_ros.training.episodes import REQUIRED_POINTS, find_episodes, plan_point_names, read_episode
 
     started = time.perf_counter()
     policy = TransformersPolicy.from_pretrained(args.model, dtype="float32", device="cpu", warmup=False,
@@ -208,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     episodes = [read_episode(path, embodiment) for path in find_episodes(args.episodes)]
     if not episodes:
         raise SystemExit(f"{args.episodes}: no episodes")
-    first, strided = _examples(episodes, embodiment, args.stride, policy.chain_of_thought)
+    plan = trained_plan(Path(args.model), policy.chain_of_thought)
+    if (plan != "none") != policy.chain_of_thought:
+        raise SystemExit(f"{args.model}: its training summary says plan {plan!r}, but the checkpoint "
+                         f"{'plans' if policy.chain_of_thought else 'does not plan'}")
+    names = plan_point_names(plan) if plan != "none" else REQUIRED_POINTS
+    first, strided = _examples(episodes, embodiment, args.stride, plan)
     layers = policy.model.config.get_text_config().num_hidden_layers
     layer = trained_grounding_layer(Path(args.model), layers) if args.layer is None else args.layer
     if not 0 <= layer < layers:
@@ -220,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
           f"per patch):")
     for label, examples in ((f"first steps ({len(first)})", first),
                             (f"every {args.stride}th step ({len(strided)})", strided)):
-        figures = attention_figures(policy, examples, layer)
-        print(f"  {label:<24} goal patch {figures['goal_hit']:.2f}  gripper patch "
-              f"{figures['gripper_hit']:.2f}  grounding loss {figures['grounding_loss']:.2f}"
+        figures = attention_figures(policy, examples, layer, names)
+        print(f"  {label:<24} " + "  ".join(f"{name} patch {figures[f'{name}_hit']:.2f}" for name in names)
+              + f"  grounding loss {figures['grounding_loss']:.2f}"
               + (f"  action on plan numbers {figures['plan_mass']:.2f}" if figures["plan_mass"] is not None
                  else ""))
         if examples is first:
@@ -240,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in cells))
     if "plan_image" in errors:
         print("plan written vs the true one, first steps, mean |error| (256ths of the image):")
-        print("  " + " " * 27 + " ".join(f"{n:>9}" for n in ("goal col", "goal row", "grip col", "grip row")))
+        print("  " + " " * 27 + " ".join(f"{_SHORT[n] + ' ' + axis:>9}" for n in names for axis in ("col", "row")))
         for key in ("image", "black"):
             print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in errors[f"plan_{key}"].mean(axis=0)))
         shift = plan_following(policy, first)

@@ -68,16 +68,20 @@ def test_bench_refuses_a_layer_the_model_lacks(grounded_run):
         _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--layer", "7"])
 
 
-def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, tmp_path, capsys):
+@pytest.mark.parametrize("plan", ["points", "object_points"])
+def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, tmp_path, capsys, plan):
     data, _ = grounded_run
     checkpoint = tmp_path / "planning"
     train(TrainConfig(output_dir=str(checkpoint), data=(str(data),), robot_fraction=1.0, from_scratch="tiny",
                       max_steps=4, batch_size=4, warmup=0.0, eval_steps=0, eval_episodes=1, eval_vqa_images=0,
-                      logging_steps=2, seed=0, use_cpu=True, grounding_weight=1.0, plan="points",
+                      logging_steps=2, seed=0, use_cpu=True, grounding_weight=1.0, plan=plan,
                       cache_dir=str(tmp_path / "cache"), extra={"disable_tqdm": True}), log=lambda message: None)
+    points = 3 if plan == "object_points" else 2
     assert _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "3"]) == 0
     out = capsys.readouterr().out
     assert "plan written vs the true one" in out, out
+    hits = re.findall(r"(object patch \S+  )?goal patch \S+  gripper patch \S+  grounding loss", out)
+    assert len(hits) == 2 and all(bool(h) == (plan == "object_points") for h in hits), out
     row = re.search(r"goal column 32 -> 224((?:\s+\S+){8})$", out, re.MULTILINE)
     assert row, out
     assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
@@ -87,6 +91,6 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
     assert "median action vs the expert's" in capsys.readouterr().out
     plan_rows = out.split("plan written vs the true one")[1]
     for key in ("image", "black"):
-        row = re.search(rf"^\s+{key} ((?:\s+\S+){{4}})$", plan_rows, re.MULTILINE)
+        row = re.search(rf"^\s+{key} ((?:\s+\S+){{{2 * points}}})$", plan_rows, re.MULTILINE)
         assert row, out
         assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())

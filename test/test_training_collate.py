@@ -179,27 +179,37 @@ def test_grounding_of_a_robot_sample_marks_its_goal_and_gripper_patches(paligemm
     assert torch.nonzero(batch["grounding_queries"][0]).flatten().tolist() == list(range(start - 1, start - 1 + length))
 
 
-def test_with_a_plan_only_the_plan_positions_are_pointed_at_the_image(paligemma):
-    # The plan writes where the goal and the gripper are: its positions read the image. The action
-    # positions are left free to attend to the plan's numbers.
+def test_with_a_plan_each_point_is_asked_for_by_the_positions_that_write_its_numbers(paligemma):
+    # The plan writes where the goal and the gripper are: the positions that predict the goal's two
+    # numbers read the goal's patch, those of the gripper's the gripper's (all heads, as a "where is
+    # the X?" answer reads its one point). The action positions attend to the plan's numbers instead.
     robot = examples()[0]
     robot.points = ((0.1, 0.9), (0.5, 0.2))
     robot.plan = "goal 25 230 gripper 128 51"
+    vqa = Example("vqa", np.zeros((40, 40, 3), np.uint8), "where is the red cube?", answer="200 30",
+                  points=((0.8, 0.1),))
     batch, meta = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
-                              grounding=True).collate_with_meta([robot])
+                              grounding=True).collate_with_meta([robot, vqa])
     start, length = meta.answer_start[0], meta.answer_length[0]
     plan_length = length - len(robot.tokens)
-    assert plan_length > 4 and meta.plan_length == [plan_length]
-    asked = torch.nonzero(batch["grounding_queries"][0]).flatten().tolist()
-    assert asked == list(range(start - 1, start - 1 + plan_length))
-    # The first position left free is the one that predicts the first action token.
-    answer = answer_token_ids(paligemma.tokenizer, paligemma.scheme, robot.tokens, plan=robot.plan)
-    first_action = paligemma.scheme.ids_for_bins(robot.tokens)[0]
-    assert int(batch["labels"][0, asked[-1] + 2]) == answer[plan_length] == first_action
-    # The action positions are pointed at the plan's four numbers instead.
+    assert plan_length > 4 and meta.plan_length == [plan_length, 0]
     numbers = [int(p) for p in batch["plan_numbers"][0] if p >= 0]
     assert [paligemma.tokenizer.decode([int(batch["input_ids"][0, p])]).strip() for p in numbers] == \
         ["25", "230", "128", "51"]
+    queries = batch["grounding_queries"]
+    assert queries.shape == (2, 2, batch["input_ids"].shape[1])
+    assert torch.nonzero(queries[0, 0]).flatten().tolist() == [numbers[0] - 1, numbers[1] - 1]
+    assert torch.nonzero(queries[0, 1]).flatten().tolist() == [numbers[2] - 1, numbers[3] - 1]
+    # The VQA row asks for its one point with every answer position, as without a plan.
+    vqa_start, vqa_length = meta.answer_start[1], meta.answer_length[1]
+    assert torch.nonzero(queries[1, 0]).flatten().tolist() == list(range(vqa_start - 1, vqa_start - 1 + vqa_length))
+    assert not queries[1, 1].any()
+    # No position after the plan is pointed at the image; the first action token is predicted
+    # by the last plan position, which is left free.
+    answer = answer_token_ids(paligemma.tokenizer, paligemma.scheme, robot.tokens, plan=robot.plan)
+    first_action = paligemma.scheme.ids_for_bins(robot.tokens)[0]
+    assert int(torch.nonzero(queries[0].any(0)).max()) < start - 1 + plan_length
+    assert int(batch["labels"][0, start + plan_length]) == answer[plan_length] == first_action
     acting = torch.nonzero(batch["plan_queries"][0]).flatten().tolist()
     assert acting == list(range(start - 1 + plan_length, start - 1 + length))
 
@@ -240,6 +250,30 @@ def test_grounding_loss_splits_the_heads_between_a_rows_points():
     half[0, 0, :, 1] = 0.0
     half[0, 0, :, 3] = 1.0
     assert float(grounding_loss(half, torch.tensor([[1, 2]]), queries)) == pytest.approx(np.log(2) / 2)
+
+
+def test_grounding_loss_with_per_point_queries_points_every_head_at_each_point_from_its_positions():
+    from rt2_ros.training.trainer import grounding_loss
+
+    length = 8
+    queries = torch.zeros(1, 2, length, dtype=torch.bool)
+    queries[0, 0, 4] = True      # position 4 writes point 1
+    queries[0, 1, 6] = True      # position 6 writes point 2
+    right = torch.zeros(1, 3, length, length)
+    right[0, :, 4, 1] = 1.0
+    right[0, :, 6, 2] = 1.0
+    assert float(grounding_loss(right, torch.tensor([[1, 2]]), queries)) == pytest.approx(0.0, abs=1e-6)
+    # The right places at the wrong positions: each position must read its own point.
+    crossed = torch.zeros(1, 3, length, length)
+    crossed[0, :, 4, 2] = 1.0
+    crossed[0, :, 6, 1] = 1.0
+    assert float(grounding_loss(crossed, torch.tensor([[1, 2]]), queries)) > 10.0
+    # One head of three elsewhere at point 1's position: -log(2/3), averaged with point 2's 0.
+    partly = right.clone()
+    partly[0, 0, 4, 1] = 0.0
+    partly[0, 0, 4, 5] = 1.0
+    assert float(grounding_loss(partly, torch.tensor([[1, 2]]), queries)) == pytest.approx(np.log(1.5) / 2)
+    assert float(grounding_loss(right, torch.tensor([[-1, -1]]), queries)) == 0.0
 
 
 def test_grounding_loss_is_minus_log_the_attention_on_the_point():
@@ -289,10 +323,43 @@ def test_points_plans_are_built_from_the_grounding_points():
     assert with_plan[0].plan == points_plan(record["points"]) == "goal 25 230 gripper 255 0"
     assert MixtureDataset(SampleSet("robot", [record], pixels), None, arm)[0].plan is None
     bare = {k: v for k, v in record.items() if k != "points"}
-    with pytest.raises(ConfigError, match="plan: 'points' needs robot samples with grounding points.*1 of 1"):
+    with pytest.raises(ConfigError, match="plan: 'points' needs robot samples with the grounding points "
+                                          "goal, gripper.*1 of 1 lack them"):
         MixtureDataset(SampleSet("robot", [bare], pixels), None, arm, plan="points")
-    with pytest.raises(ConfigError, match="plan: expected one of none, points, got 'words'"):
+    with pytest.raises(ConfigError, match="plan: expected one of none, points, object_points, got 'words'"):
         MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="words")
+
+
+def test_object_points_plans_name_and_point_at_the_tasks_object_first():
+    from rt2_ros.action_language import load_embodiment
+    from rt2_ros.errors import ConfigError
+    from rt2_ros.training.episodes import points_plan
+
+    arm = load_embodiment("rt2_arm")
+    tokens = arm.encode({"terminate": False, "x": 0.01, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
+                         "yaw": 0.0, "gripper": 1.0})
+    record = {"instruction": "push the red cube to the left", "tokens": tokens, "offset": 0, "shape": [4, 4, 3],
+              "objects": ["red cube"],
+              "points": {"goal": [0.1, 0.9], "gripper": [0.5, 0.2], "object": [0.3, 0.6]}}
+    pixels = np.zeros(48, np.uint8)
+    item = MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="object_points")[0]
+    # The object's part reads like the answer to "where is the red cube?" ("76 153").
+    assert item.plan == points_plan(record["points"], "red cube") == "red cube 76 153 goal 25 230 gripper 128 51"
+    assert item.points == ((0.3, 0.6), (0.1, 0.9), (0.5, 0.2))   # in the plan's order
+    # The two-point plan and no plan are unchanged by the extra point.
+    assert MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="points")[0].plan == \
+        "goal 25 230 gripper 128 51"
+    assert MixtureDataset(SampleSet("robot", [record], pixels), None, arm)[0].points == ((0.1, 0.9), (0.5, 0.2))
+    # Episodes collected before the object point was recorded cannot train it, and say so.
+    older = dict(record, points={"goal": [0.1, 0.9], "gripper": [0.5, 0.2]})
+    with pytest.raises(ConfigError, match="'object_points' needs robot samples with the grounding points "
+                                          "object, goal, gripper.*1 of 1 lack them"):
+        MixtureDataset(SampleSet("robot", [older], pixels), None, arm, plan="object_points")
+    unnamed = dict(record, objects=[])
+    with pytest.raises(ConfigError, match="'object_points' needs each robot sample's task object.*1 of 1"):
+        MixtureDataset(SampleSet("robot", [unnamed], pixels), None, arm, plan="object_points")
+    with pytest.raises(ConfigError, match="object_name: expected the name of the task's object, got ' '"):
+        points_plan(record["points"], " ")
 
 
 def test_plan_given_items_teach_the_action_to_follow_the_plan(paligemma):

@@ -51,10 +51,14 @@ def test_collect_writes_successful_expert_episodes(collected):
                           "/rt2/action": mcap_io.RT2_ACTION, "/servo_node/delta_twist_cmds": mcap_io.TWIST_STAMPED,
                           "/gripper/command": mcap_io.FLOAT64, "/ee_pose": mcap_io.POSE_STAMPED,
                           "/rt2/grounding/goal": mcap_io.POINT_STAMPED,
-                          "/rt2/grounding/gripper": mcap_io.POINT_STAMPED}
-        # Every step says where the action heads and where the gripper is; a grasping task's first
-        # goal is the named object, so its pixel shows the object's colour.
-        assert all(s.points is not None and set(s.points) == {"goal", "gripper"} for s in episode.steps)
+                          "/rt2/grounding/gripper": mcap_io.POINT_STAMPED,
+                          "/rt2/grounding/object": mcap_io.POINT_STAMPED}
+        # Every step says where the action heads, where the gripper is and where the task's object
+        # is; a grasping task's first goal is the named object, so its pixel shows the object's colour.
+        assert all(s.points is not None and set(s.points) == {"goal", "gripper", "object"} for s in episode.steps)
+        x, y = episode.steps[0].points["object"]
+        color = next(c for c in _COLOR_TESTS if c in info.objects[0])
+        assert _COLOR_TESTS[color](*episode.steps[0].image[int(y * 48), int(x * 48)].astype(int)), info.objects
         assert all(-0.1 < v < 1.1 for s in episode.steps for p in s.points.values() for v in p)
         goals.append(episode.steps[0].points["goal"])
         grippers.append(episode.steps[0].points["gripper"])
@@ -88,6 +92,29 @@ def test_grounding_points_reach_the_training_examples(collected, tmp_path):
     assert first["points"] == {name: list(point) for name, point in episode.steps[0].points.items()}
     example = MixtureDataset(samples, None, ARM)[0]
     assert example.points == (tuple(first["points"]["goal"]), tuple(first["points"]["gripper"]))
+
+
+def test_steps_keep_their_points_with_the_goal_and_gripper_and_drop_them_without(tmp_path):
+    # Bags collected before the object point was recorded (goal and gripper only) still ground;
+    # a step missing the gripper has no usable points.
+    image = np.zeros((8, 8, 3), np.uint8)
+    tokens = ARM.encode({"terminate": False, "x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
+                         "yaw": 0.0, "gripper": 1.0})
+    writer = EpisodeBagWriter(tmp_path / "ep", ARM)
+    writer.instruction("push the red cube", 1)
+    for k, points in enumerate(({"goal": (0.1, 0.2), "gripper": (0.3, 0.4)}, {"goal": (0.1, 0.2)})):
+        writer.step(image=image, stamp_ns=10 + k * 200_000_000, instruction="push the red cube", tokens=tokens,
+                    action=ARM.decode(tokens), control_rate_hz=5.0, ee_position=[0.4, 0.0, 0.1],
+                    ee_quaternion=[1, 0, 0, 0], points=points)
+    writer.close(EpisodeInfo("push the red cube", success=True, embodiment="rt2_arm", control_rate_hz=5.0))
+    steps = read_episode(tmp_path / "ep", ARM).steps
+    assert steps[0].points == {"goal": pytest.approx((0.1, 0.2)), "gripper": pytest.approx((0.3, 0.4))}
+    assert steps[1].points is None
+    with pytest.raises(ConfigError, match="points: expected names among goal, gripper, object, got 'elbow'"):
+        EpisodeBagWriter(tmp_path / "ep2", ARM).step(
+            image=image, stamp_ns=10, instruction="x", tokens=tokens, action=ARM.decode(tokens),
+            control_rate_hz=5.0, ee_position=[0.4, 0.0, 0.1], ee_quaternion=[1, 0, 0, 0],
+            points={"elbow": (0.5, 0.5)})
 
 
 def test_grounded_vqa_answers_match_the_scene(collected):

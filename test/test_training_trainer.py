@@ -39,7 +39,8 @@ def write_push_episode(path, side: str, steps: int, rng: np.random.Generator, po
         writer.step(image=scene(side, rng), stamp_ns=10 + k * 200_000_000, instruction=instruction,
                     tokens=tokens, action=ARM.decode(tokens), control_rate_hz=5.0,
                     ee_position=[0.4, 0.0, 0.1], ee_quaternion=[1, 0, 0, 0], points=points)
-    writer.close(EpisodeInfo(instruction, success=True, embodiment="rt2_arm", control_rate_hz=5.0))
+    writer.close(EpisodeInfo(instruction, success=True, embodiment="rt2_arm", control_rate_hz=5.0,
+                             objects=("red cube",)))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,8 @@ def test_checkpoint_loads_in_the_policy_and_acts_legally(scratch_run, dataset, c
     assert stats["mask"] == [False] + [True] * 7 and len(stats["q01"]) == 8
     assert (out / SUMMARY_FILE).is_file() and summary["checkpoint_bytes"] > 0
     assert summary["training_data"] == {"instructions": ["push the red cube to the left",
-                                                         "push the red cube to the right"]}
+                                                         "push the red cube to the right"],
+                                        "objects": ["red cube"]}
     policy = TransformersPolicy.from_pretrained(out, dtype="float32", device="cpu")
     rng = np.random.default_rng(5)
     for side in ("left", "right"):
@@ -235,18 +237,19 @@ def test_grounding_weight_teaches_the_answer_to_attend_to_the_point(tmp_path):
                           cache_dir=str(tmp_path / "cache"), use_cpu=True), log=lambda message: None)
 
 
-def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, capsys):
-    """--plan points: the checkpoint plans when loaded, writing the points' words and numbers before a
-    legal action."""
+@pytest.mark.parametrize("plan", ["points", "object_points"])
+def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, capsys, plan):
+    """--plan points / object_points: the checkpoint plans when loaded, writing the points' words and
+    numbers (after the object's name and point with object_points) before a legal action."""
     rng = np.random.default_rng(4)
     for e in range(8):
         side = ("left", "right")[e % 2]
         goal = (0.25 if side == "left" else 0.75, 0.5)   # the cube's centre in scene()
         write_push_episode(tmp_path / "episodes" / f"ep{e}", side, 4, rng,
-                           points={"goal": goal, "gripper": (0.5, 0.9)})
+                           points={"goal": goal, "gripper": (0.5, 0.9), "object": goal})
     out = tmp_path / "ckpt"
     code = main(["train", "--out", str(out), "--from-scratch", "tiny", "--data", str(tmp_path / "episodes"),
-                 "--robot-fraction", "1.0", "--plan", "points", "--plan-given-fraction", "0.25",
+                 "--robot-fraction", "1.0", "--plan", plan, "--plan-given-fraction", "0.25",
                  "--grounding-weight", "1",
                  "--max-steps", "150", "--batch-size", "8",
                  "--lr", "3e-3", "--warmup", "0", "--lr-scheduler", "constant", "--eval-steps", "0",
@@ -254,7 +257,7 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
     config = json.loads((out / SUMMARY_FILE).read_text())["config"]
-    assert config["plan"] == "points" and config["plan_given_fraction"] == 0.25
+    assert config["plan"] == plan and config["plan_given_fraction"] == 0.25
     assert 0 <= summary["final_metrics"]["eval_plan_point_error"] < 64   # teacher-forced plan integers
     assert read_checkpoint_metadata(out).chain_of_thought is True
     policy = TransformersPolicy.from_pretrained(out, dtype="float32", device="cpu")
@@ -263,6 +266,11 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
         result = policy.act(scene(side, rng), f"push the red cube to the {side}")
         assert ARM.validate_tokens(result.tokens) == result.tokens
         words = result.plan.split()
+        if plan == "object_points":
+            # "red cube C R" first: the cube where the goal is.
+            assert words[:2] == ["red", "cube"] and len(words) == 10, result.plan
+            assert [abs(int(a) - int(b)) <= 16 for a, b in zip(words[2:4], words[5:7])] == [True, True], result.plan
+            words = words[4:]
         assert words[0] == "goal" and words[3] == "gripper" and len(words) == 6, result.plan
         goal_column, goal_row, gripper_column, gripper_row = (int(w) for w in words[1:3] + words[4:])
         # The points the data has: the goal at column 64 or 192 (the cube's side), row 128; the gripper

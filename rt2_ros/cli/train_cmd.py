@@ -127,11 +127,13 @@ def register(subparsers: Any) -> None:
                             "plan's numbers; 0 = off (docs/training.md)")
     train.add_argument("--grounding-layer", type=int, default=-1,
                        help="decoder layer whose attention the grounding loss supervises (-1: the middle one)")
-    train.add_argument("--plan", choices=["none", "points"], default="none",
+    train.add_argument("--plan", choices=["none", "points", "object_points"], default="none",
                        help="chain of thought for robot answers: 'points' trains the model to write where the "
                             "action heads and where the gripper is ('Plan: goal C R gripper C R Action: ...', "
-                            "from the episodes' grounding points) before the action; the checkpoint is then "
-                            "loaded with chain of thought on")
+                            "from the episodes' grounding points) before the action; 'object_points' first "
+                            "names the task's object and where it is, as a 'where is the X?' answer would "
+                            "('Plan: green sphere C R goal C R gripper C R Action: ...'); the checkpoint is "
+                            "then loaded with chain of thought on")
     train.add_argument("--plan-given-fraction", type=float, default=0.0, metavar="F",
                        help="with --plan: this fraction of robot samples is trained as plan -> action only: "
                             "the image is another sample's, the plan is given (no loss on it), so the action "

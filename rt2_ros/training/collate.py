@@ -23,16 +23,20 @@ position it has at inference.
 
 With ``grounding=True`` the batch also carries, for samples with ``points``
 (VQA: where in the image the answer is; robot: where the action heads and
-where the gripper is, :data:`~rt2_ros.training.episodes.GROUNDING_POINTS`),
+where the gripper is, and with plan ``object_points`` first where the task's
+object is, :data:`~rt2_ros.training.episodes.GROUNDING_POINTS`),
 ``grounding_target``: (B, K) positions of the image tokens whose patches hold
 the points (-1 where a row has fewer), and ``grounding_queries``: the
 positions whose logits predict the answer.  The trainer pops both before the
 forward pass; :func:`~rt2_ros.training.trainer.grounding_loss` points the
-heads, split into as many groups as a row has points, one group per point
-(see ``TrainConfig.grounding_weight``). With a plan, only the positions that
-predict the plan are pointed at the image, and the action is pointed at the
-plan: ``plan_numbers`` (B, M) are the positions of the plan's number tokens
-(-1 where a row has fewer; rows without a plan have none) and ``plan_queries``
+heads at them (see ``TrainConfig.grounding_weight``).  Without a plan the
+queries are (B, L), every answer position, and a row's heads are split into
+as many groups as it has points, one group per point.  With a plan they are
+(B, K, L): each point is asked for by the positions that predict its own two
+numbers in the plan, with all heads, as a "where is the X?" answer asks for
+its one point; the action's positions are pointed at the plan instead:
+``plan_numbers`` (B, M) are the positions of the plan's number tokens (-1
+where a row has fewer; rows without a plan have none) and ``plan_queries``
 the positions that predict the action tokens
 (:func:`~rt2_ros.training.trainer.plan_reading_loss`).
 
@@ -42,6 +46,9 @@ where the gripper is, in the simulator VQA's "where is the X?" units
 (256ths of the image width and height): ``Plan: goal 131 88 gripper 127 201
 Action: 0 ...``.  The model then writes the two points before the action, so
 the action tokens read them from text it wrote, not only from image tokens.
+``plan="object_points"`` first names the task's object and points at it in
+the words of a "where is the X?" answer (``Plan: green sphere 211 175 goal
+...``), so the plan starts with the skill the pointing questions teach.
 Items with ``plan_given`` (``MixtureDataset(plan_given_fraction=...)``) take
 the plan as context: no loss on it, only on the action and eos.
 """
@@ -56,7 +63,7 @@ from rt2_ros.action_language import Embodiment, TokenScheme
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
 from rt2_ros.policy.profiles import PROFILES
-from rt2_ros.training.episodes import GROUNDING_POINTS, PLAN_KINDS, points_plan
+from rt2_ros.training.episodes import PLAN_KINDS, REQUIRED_POINTS, plan_point_names, points_plan
 from rt2_ros.training.samples import SampleSet
 
 __all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "GROUNDING_KEYS", "Example", "MixtureDataset", "Rt2Collator",
@@ -117,11 +124,22 @@ class MixtureDataset:
         self.embodiment = embodiment
         self.plan = plan
         records = robot.records if robot is not None else []
-        if plan == "points":
-            missing = sum(1 for r in records if not r.get("points"))
+        # Robot samples point at what their plan writes, in its order (without a plan: the goal
+        # and the gripper, as before plans existed).
+        self._point_names = plan_point_names(plan) if plan != "none" else REQUIRED_POINTS
+        if plan != "none":
+            wanted = self._point_names
+            missing = sum(1 for r in records if not all(n in (r.get("points") or {}) for n in wanted))
             if missing:
-                raise ConfigError(f"plan: 'points' needs robot samples with grounding points (rt2-ros "
-                                  f"collect records them), {missing} of {len(records)} have none")
+                raise ConfigError(f"plan: {plan!r} needs robot samples with the grounding points "
+                                  f"{', '.join(wanted)} (rt2-ros collect records them; bags collected before "
+                                  f"the object point was recorded have goal and gripper only), {missing} of "
+                                  f"{len(records)} lack them")
+        if plan == "object_points":
+            unnamed = sum(1 for r in records if not r.get("objects"))
+            if unnamed:
+                raise ConfigError(f"plan: 'object_points' needs each robot sample's task object (the "
+                                  f"episode's rt2_ros.objects), {unnamed} of {len(records)} have none")
         if cache_embodiment is None or cache_embodiment == embodiment:
             self._tokens = [list(r["tokens"]) for r in records]
         else:
@@ -151,8 +169,12 @@ class MixtureDataset:
         if index < self.robot_count:
             record = self.robot.records[index]
             named = record.get("points")
-            points = tuple(tuple(named[n]) for n in GROUNDING_POINTS) if named else None
-            plan = points_plan(named) if self.plan == "points" else None
+            points = tuple(tuple(named[n]) for n in self._point_names) if named else None
+            plan = None
+            if self.plan == "points":
+                plan = points_plan(named)
+            elif self.plan == "object_points":
+                plan = points_plan(named, record["objects"][0])
             if self.plan_given_fraction and self._draws.random() < self.plan_given_fraction:
                 other = int(self._draws.integers(self.robot_count))
                 return Example("robot", np.asarray(self.robot.image(other)), record["instruction"],
@@ -308,7 +330,10 @@ class Rt2Collator:
 
         width = max((len(e.points) for e in examples if e.points), default=1)
         target = torch.full((len(examples), width), -1, dtype=torch.long)
-        queries = torch.zeros(input_ids.shape, dtype=torch.bool)
+        # A batch with planning rows asks for each point at its own positions (module doc).
+        per_point = any(e.kind == "robot" and e.plan and e.points for e in examples)
+        queries = torch.zeros((len(examples), width, input_ids.shape[1]) if per_point else input_ids.shape,
+                              dtype=torch.bool)
         for row, example in enumerate(examples):
             if not example.points:
                 continue
@@ -325,5 +350,17 @@ class Rt2Collator:
             # With a plan, the plan's positions are the ones that read the image; the action's
             # positions are left free to read the numbers the plan wrote (its own arithmetic).
             asked = meta.plan_length[row] or meta.answer_length[row]
-            queries[row, start - 1:start - 1 + asked] = True
+            if not per_point:
+                queries[row, start - 1:start - 1 + asked] = True
+                continue
+            own = numbers[row]
+            if meta.plan_length[row] and len(own) == 2 * len(example.points):
+                # The positions whose logits predict point k's column and row.
+                for k in range(len(example.points)):
+                    for position in own[2 * k:2 * k + 2]:
+                        queries[row, k, position - 1] = True
+            else:
+                # No plan (a VQA point), or numbers that do not line up with the points (a
+                # tokenizer that splits them): every point is asked for by the whole plan/answer.
+                queries[row, :len(example.points), start - 1:start - 1 + asked] = True
         return {"grounding_target": target, "grounding_queries": queries, **plan}

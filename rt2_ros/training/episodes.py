@@ -17,14 +17,18 @@ topic                                     type                               rol
 ``/ee_pose``                          geometry_msgs/PoseStamped          end-effector pose
 ``/rt2/grounding/goal``                   geometry_msgs/PointStamped         optional: see below
 ``/rt2/grounding/gripper``                geometry_msgs/PointStamped         optional: see below
+``/rt2/grounding/object``                 geometry_msgs/PointStamped         optional: see below
 ========================================  =================================  ==================
 
-The two grounding topics are written by the simulator's collector, which
-knows the true state: per step (stamped like the image), where in the image
-the action heads (the expert's goal, seen at table height) and where the
-gripper is, as ``x`` = column and ``y`` = row in fractions of the image's
-width and height.  ``rt2-ros train --grounding-weight`` points the decoder's
-attention at them; bags without them train as usual.
+The grounding topics are written by the simulator's collector, which knows
+the true state: per step (stamped like the image), where in the image the
+action heads (the expert's goal, seen at table height), where the gripper is
+and where the object the task names first is (its centre), as ``x`` = column
+and ``y`` = row in fractions of the image's width and height.  ``rt2-ros
+train --grounding-weight`` points the decoder's attention at them and
+``--plan`` writes them as a plan; bags without them train as usual.  A step
+keeps its points when it has at least the goal and the gripper (bags
+collected before the object point was recorded have only those two).
 
 The outcome and provenance are in ``metadata.yaml``'s ``custom_data`` (plain
 strings, so a person can relabel an episode by editing that file):
@@ -67,18 +71,22 @@ from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.mcap_io import BagError, BagWriter
 
-__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "POINT_BINS", "PLAN_KINDS", "point_bin", "points_plan",
-           "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode", "EpisodeBagWriter",
-           "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
+__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "REQUIRED_POINTS", "POINT_BINS", "PLAN_KINDS", "point_bin",
+           "plan_point_names", "points_plan", "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep",
+           "Episode", "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
 ACTION_SOURCES = ("auto", "rt2_action", "ee_pose")
 OUTCOMES = {"true": True, "false": False, "unknown": None}
 _PREFIX = "rt2_ros."
 #: The per-step image points an episode can carry, in this order (see the module doc).
-GROUNDING_POINTS = ("goal", "gripper")
-#: What robot answers plan before the action: nothing, or the goal and gripper image points.
-PLAN_KINDS = ("none", "points")
+GROUNDING_POINTS = ("goal", "gripper", "object")
+#: The grounding points a step needs for its points to be kept (the object's came later).
+REQUIRED_POINTS = ("goal", "gripper")
+#: What robot answers plan before the action: nothing; the goal and gripper image points
+#: ("points"); or first the task's object named and pointed at as a "where is the X?" answer
+#: does, then the goal and gripper ("object_points").
+PLAN_KINDS = ("none", "points", "object_points")
 
 
 #: Image points as text: column and row in 256ths of the width and height (the simulator's
@@ -91,18 +99,32 @@ def point_bin(fraction: float) -> int:
     return min(max(int(float(fraction) * POINT_BINS), 0), POINT_BINS - 1)
 
 
-def points_plan(points: Mapping[str, Iterable[float]]) -> str:
-    """The plan text of a robot sample's grounding points: ``"goal 131 88 gripper 127 201"``.
+def plan_point_names(kind: str) -> tuple[str, ...]:
+    """The grounding points a plan of ``kind`` (PLAN_KINDS) writes, in its order."""
+    if kind not in PLAN_KINDS:
+        raise ConfigError(f"plan: expected one of {', '.join(PLAN_KINDS)}, got {kind!r}")
+    return {"none": (), "points": REQUIRED_POINTS, "object_points": ("object", *REQUIRED_POINTS)}[kind]
+
+
+def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None = None) -> str:
+    """The plan text of a robot sample's grounding points: ``"goal 131 88 gripper 127 201"``, or with
+    ``object_name`` (plan ``object_points``) ``"green sphere 211 175 goal 131 88 gripper 127 201"``.
 
     Each point is (x, y) fractions of the image, written as column and row in
     ``POINT_BINS`` ths like the simulator's point answers; a point off the
-    image (a gripper past the frame's edge) is written at the edge.
+    image (a gripper past the frame's edge) is written at the edge.  The
+    object's point follows its name exactly as a "where is the green sphere?"
+    answer follows the question, so a model that can point can write it.
     """
+    names = plan_point_names("object_points" if object_name is not None else "points")
+    missing = [n for n in names if n not in points]
+    if missing:
+        raise ConfigError(f"points: expected {', '.join(names)}, got {sorted(points)}")
+    if object_name is not None and not " ".join(str(object_name).split()):
+        raise ConfigError(f"object_name: expected the name of the task's object, got {object_name!r}")
     words = []
-    for name in GROUNDING_POINTS:
-        if name not in points:
-            raise ConfigError(f"points: expected {', '.join(GROUNDING_POINTS)}, got {sorted(points)}")
-        words.append(name)
+    for name in names:
+        words.extend(str(object_name).split() if name == "object" else [name])
         words.extend(str(point_bin(f)) for f in points[name])
     return " ".join(words)
 
@@ -129,6 +151,7 @@ class EpisodeTopics:
     ee_pose: str = "/ee_pose"
     grounding_goal: str = "/rt2/grounding/goal"
     grounding_gripper: str = "/rt2/grounding/gripper"
+    grounding_object: str = "/rt2/grounding/object"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EpisodeTopics":
@@ -386,7 +409,7 @@ def _read_rt2_actions(path: Path, topics: EpisodeTopics, embodiment: Embodiment,
                                              instruction=str(message.instruction) or instruction,
                                              tokens=tokens, action=action, stamp_ns=stamp,
                                              embodiment=embodiment.name,
-                                             points=found if found and len(found) == len(GROUNDING_POINTS)
+                                             points=found if found and all(n in found for n in REQUIRED_POINTS)
                                              else None))
     return episode
 

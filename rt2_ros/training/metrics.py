@@ -14,7 +14,7 @@ deployed model does as long as it is right, so:
   (the simulator's "where is the X?": column and row in 256ths of the image),
   the mean |predicted - true| of both numbers read from those argmax tokens;
   an answer that is not two integers counts 128 (half the range);
-* **plan point error**: for robot answers with a plan (``plan="points"``), the
+* **plan point error**: for robot answers with a plan (``plan="points"`` or ``"object_points"``), the
   mean |predicted - true| of the plan's integers (goal and gripper column and
   row), read from the argmax over free-text ids at the plan's positions; a
   plan whose integers do not line up with the label's counts 128.  Action

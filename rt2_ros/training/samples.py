@@ -9,7 +9,7 @@ cache directory::
         pixels.npy      every image's RGB bytes, concatenated (uint8, memory-mapped when read)
         index.jsonl     one record per sample: "offset", "shape" (H, W, 3) into pixels.npy, and
                         robot: "episode", "step", "instruction", "tokens", "action", "success",
-                               "objects", optionally "points" ({"goal": [x, y], "gripper": [x, y]})
+                               "objects", optionally "points" ({"goal": [x, y], "gripper": [x, y][, "object": [x, y]]})
                         vqa:   "question", "answer", "source", optionally "point"
 
 Robot sources are directories of rosbag2 episodes or LeRobot v3 dataset

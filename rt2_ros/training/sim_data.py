@@ -14,8 +14,8 @@ Episodes: scene seeds ``S, S+1, ...``; each gets a task (``task`` kind or
 (:class:`~rt2_ros.sim.expert.ExpertPolicy`) at ``control_rate_hz``; every
 step records the head camera image, the action (on the embodiment's bins),
 the twist and gripper command it became, the end-effector pose, and the
-grounding points: where in the image the action heads and where the gripper
-is (see :mod:`rt2_ros.training.episodes`).  Seeds
+grounding points: where in the image the action heads, where the gripper is
+and where the task's object is (see :mod:`rt2_ros.training.episodes`).  Seeds
 whose task involves an object matched by ``exclude_objects`` (a colour, a
 shape or a full name such as ``"purple sphere"``) give no episode — but their
 scenes still give VQA, which is how a seen/unseen experiment keeps an object
@@ -361,11 +361,13 @@ def _perturbed(action: dict, embodiment: Any, noise: float, rng: np.random.Gener
 def _grounding_points(sim: Any, goal: np.ndarray | None, tcp: np.ndarray, camera: str, width: int,
                       height: int) -> dict[str, tuple[float, float]]:
     """Where the action heads (the expert's goal at GOAL_POINT_HEIGHT; the gripper itself once the
-    expert is done) and where the gripper is, as (x, y) fractions of the image."""
+    expert is done), where the gripper is and where the task's object is (its centre, as the
+    "where is the X?" answers place it), as (x, y) fractions of the image."""
     heads_to = tcp if goal is None else np.array([goal[0], goal[1], GOAL_POINT_HEIGHT])
-    pixels = sim.project_points([heads_to, tcp], camera, (height, width))
+    held = sim.object_poses()[sim.task.object].position
+    pixels = sim.project_points([heads_to, tcp, held], camera, (height, width))
     fractions = [(float(u) / width, float(v) / height) for u, v in pixels]
-    return {"goal": fractions[0], "gripper": fractions[1]}
+    return {"goal": fractions[0], "gripper": fractions[1], "object": fractions[2]}
 
 
 def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, seed: int,

@@ -92,7 +92,8 @@ class TrainConfig:
     hf_answer_column: str = "answer"
     grounding_weight: float = 0.0              # weight of the attention-on-the-point loss (0 = off)
     grounding_layer: int = -1                  # decoder layer whose attention it supervises (-1 = middle)
-    plan: str = "none"                         # robot answers: "points" plans goal + gripper points first
+    plan: str = "none"                         # robot answers: "points" plans goal + gripper points first,
+                                               # "object_points" the task's object's point before them
     plan_given_fraction: float = 0.0           # robot samples trained as plan -> action only (see collate)
     lerobot_camera: str = ""                   # LeRobot datasets: the camera feature ("" = the only one)
     lerobot_action_map: str = ""               # LeRobot datasets: "x=0,y=1,..." ("" = by action names)
@@ -154,7 +155,7 @@ class TrainConfig:
         expect_number("plan_given_fraction", self.plan_given_fraction, low=0.0, high=1.0)
         if self.plan_given_fraction and self.plan == "none":
             raise ConfigError(f"plan_given_fraction: {self.plan_given_fraction} gives robot samples their "
-                              f"plan, but plan is 'none' (set plan to 'points')")
+                              f"plan, but plan is 'none' (set plan to 'points' or 'object_points')")
         expect_str("lerobot_camera", self.lerobot_camera)
         expect_str("lerobot_action_map", self.lerobot_action_map)
         parse_action_map("lerobot_action_map", self.lerobot_action_map)
@@ -239,7 +240,9 @@ def _training_texts(robot: SampleSet | None, vqa: SampleSet | None, profile: str
     texts = []
     if robot is not None:
         texts.extend(PROFILES[profile].prompt(t) for t in sorted({r["instruction"] for r in robot.records}))
-        if plan == "points":
+        if plan != "none":
+            # The plan's words: the point names (and, with object_points, the objects' names,
+            # which the instructions already hold).
             texts.append(points_plan({name: (0.5, 0.5) for name in GROUNDING_POINTS}))
     if vqa is not None:
         texts.extend(r["question"] for r in vqa.records)
@@ -385,13 +388,14 @@ def grounding_loss(attentions: Any, target: Any, queries: Any) -> Any:
     """-log(attention mass on the target image tokens), averaged over the positions that predict
     the answer, over a row's points and over the rows with any point.
 
-    A row with K points splits the heads into K consecutive groups; group k's mean attention is
-    supervised onto point k (one point: all heads, averaged).  So a robot sample can have one
-    group find where the action heads and another find the gripper, and the layer's output
-    carries both places.
+    With (B, L) queries a row with K points splits the heads into K consecutive groups; group
+    k's mean attention is supervised onto point k (one point: all heads, averaged).  So a robot
+    sample can have one group find where the action heads and another find the gripper, and the
+    layer's output carries both places.  With (B, K, L) queries point k has its own query
+    positions (a plan's: those that write its numbers) and all heads are supervised onto it.
 
     attentions: (B, heads, L, L) of one layer; target: (B, K) token positions, -1 = none (a (B,)
-    tensor is one point per row); queries: (B, L) bool.
+    tensor is one point per row); queries: (B, L) or (B, K, L) bool.
     """
     import torch
 
@@ -403,12 +407,20 @@ def grounding_loss(attentions: Any, target: Any, queries: Any) -> Any:
     heads = attentions.shape[1]
     losses = []
     for row in rows:
+        if queries.dim() == 3:
+            for k, point in enumerate(target[row].tolist()):
+                if point >= 0 and bool(queries[row, k].any()):
+                    on_point = attentions[row, :, :, point].mean(0)
+                    losses.append(-on_point[queries[row, k]].clamp_min(1e-6).log().mean())
+            continue
         points = [int(t) for t in target[row] if t >= 0]
         groups = torch.arange(heads).tensor_split(min(len(points), heads))
         for point, group in zip(points, groups):
             on_point = attentions[row, group, :, point].mean(0)          # (L,): per query position
             mass = on_point[queries[row]].clamp_min(1e-6)
             losses.append(-mass.log().mean())
+    if not losses:
+        return attentions.new_zeros(())
     return torch.stack(losses).mean()
 
 
