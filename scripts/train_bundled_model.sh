@@ -20,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${DATA:-data/sim}"
 steps="${STEPS:-5000}"
+plan="${PLAN:-points}"   # or object_points (docs/training.md section 6, item 9)
 collect=(.venv/bin/rt2-ros collect --image-size 224 --shadows)
 mkdir -p "$data"
 # Two collections at a time: each simulates on one core.
@@ -51,4 +52,4 @@ else
 fi
 .venv/bin/rt2-ros train --model "$pointing" --data "$data/A" --data "$data/B" --data "$data/N" "${mix[@]}" \
     --out "$out" --max-steps "$steps" --batch-size 16 --lr 1e-3 --warmup 0.05 --eval-steps 1000 \
-    --eval-episodes 4 --logging-steps 50 --grounding-weight 1 --plan points --plan-given-fraction 0.5 --cpu
+    --eval-episodes 4 --logging-steps 50 --grounding-weight 1 --plan "$plan" --plan-given-fraction 0.5 --cpu
