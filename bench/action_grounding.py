@@ -61,20 +61,16 @@ _SHORT = {"goal": "goal", "gripper": "grip", "object": "obj"}   # table headers
 
 def _examples(episodes: list, embodiment, stride: int, plan: str):
     from rt2_ros.training.collate import Example
-    from rt2_ros.training.episodes import REQUIRED_POINTS, plan_point_names, points_plan
+    from rt2_ros.training.episodes import plan_point_names, sample_plan
 
-    names = plan_point_names(plan) if plan != "none" else REQUIRED_POINTS
+    names = plan_point_names(plan)
     first, strided = [], []
     for episode in episodes:
         for index, step in enumerate(episode.steps):
             if step.points is None or any(n not in step.points for n in names):
                 raise SystemExit(f"{episode.path}: steps without the grounding points {', '.join(names)}; "
                                  f"collect with this version of rt2-ros collect")
-            text = None
-            if plan == "points":
-                text = points_plan(step.points)
-            elif plan == "object_points":
-                text = points_plan(step.points, episode.info.objects[0])
+            text = sample_plan(plan, step.points, episode.info.objects)
             example = Example("robot", step.image, step.instruction,
                               tokens=embodiment.encode({n: step.action[n] for n in embodiment.names}),
                               points=tuple(step.points[n] for n in names), plan=text)
@@ -227,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from rt2_ros.policy.transformers_backend import TransformersPolicy
-    from rt2_ros.training.episodes import REQUIRED_POINTS, find_episodes, plan_point_names, read_episode
+    from rt2_ros.training.episodes import find_episodes, plan_point_names, read_episode
 
     started = time.perf_counter()
     policy = TransformersPolicy.from_pretrained(args.model, dtype="float32", device="cpu", warmup=False,
@@ -240,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if (plan != "none") != policy.chain_of_thought:
         raise SystemExit(f"{args.model}: its training summary says plan {plan!r}, but the checkpoint "
                          f"{'plans' if policy.chain_of_thought else 'does not plan'}")
-    names = plan_point_names(plan) if plan != "none" else REQUIRED_POINTS
+    names = plan_point_names(plan)
     first, strided = _examples(episodes, embodiment, args.stride, plan)
     layers = policy.model.config.get_text_config().num_hidden_layers
     layer = trained_grounding_layer(Path(args.model), layers) if args.layer is None else args.layer

@@ -63,7 +63,7 @@ from rt2_ros.action_language import Embodiment, TokenScheme
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
 from rt2_ros.policy.profiles import PROFILES
-from rt2_ros.training.episodes import PLAN_KINDS, REQUIRED_POINTS, plan_point_names, points_plan
+from rt2_ros.training.episodes import PLAN_KINDS, plan_point_names, sample_plan
 from rt2_ros.training.samples import SampleSet
 
 __all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "GROUNDING_KEYS", "Example", "MixtureDataset", "Rt2Collator",
@@ -126,7 +126,7 @@ class MixtureDataset:
         records = robot.records if robot is not None else []
         # Robot samples point at what their plan writes, in its order (without a plan: the goal
         # and the gripper, as before plans existed).
-        self._point_names = plan_point_names(plan) if plan != "none" else REQUIRED_POINTS
+        self._point_names = plan_point_names(plan)
         if plan != "none":
             wanted = self._point_names
             missing = sum(1 for r in records if not all(n in (r.get("points") or {}) for n in wanted))
@@ -170,11 +170,7 @@ class MixtureDataset:
             record = self.robot.records[index]
             named = record.get("points")
             points = tuple(tuple(named[n]) for n in self._point_names) if named else None
-            plan = None
-            if self.plan == "points":
-                plan = points_plan(named)
-            elif self.plan == "object_points":
-                plan = points_plan(named, record["objects"][0])
+            plan = sample_plan(self.plan, named, record.get("objects", ()))
             if self.plan_given_fraction and self._draws.random() < self.plan_given_fraction:
                 other = int(self._draws.integers(self.robot_count))
                 return Example("robot", np.asarray(self.robot.image(other)), record["instruction"],

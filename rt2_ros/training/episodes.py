@@ -72,7 +72,7 @@ from rt2_ros.training import mcap_io
 from rt2_ros.training.mcap_io import BagError, BagWriter
 
 __all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "REQUIRED_POINTS", "POINT_BINS", "PLAN_KINDS", "point_bin",
-           "plan_point_names", "points_plan", "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep",
+           "plan_point_names", "sample_plan", "points_plan", "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep",
            "Episode", "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
@@ -100,10 +100,19 @@ def point_bin(fraction: float) -> int:
 
 
 def plan_point_names(kind: str) -> tuple[str, ...]:
-    """The grounding points a plan of ``kind`` (PLAN_KINDS) writes, in its order."""
+    """The grounding points a robot sample trained with plan ``kind`` (PLAN_KINDS) is pointed at, in
+    the order its plan writes them (no plan: the goal and the gripper)."""
     if kind not in PLAN_KINDS:
         raise ConfigError(f"plan: expected one of {', '.join(PLAN_KINDS)}, got {kind!r}")
-    return {"none": (), "points": REQUIRED_POINTS, "object_points": ("object", *REQUIRED_POINTS)}[kind]
+    return ("object", *REQUIRED_POINTS) if kind == "object_points" else REQUIRED_POINTS
+
+
+def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Iterable[str]) -> str | None:
+    """The plan a robot sample with these grounding ``points`` and task ``objects`` writes under plan
+    ``kind`` (None without a plan)."""
+    if kind == "none":
+        return None
+    return points_plan(points, next(iter(objects)) if kind == "object_points" else None)
 
 
 def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None = None) -> str:
