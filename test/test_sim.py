@@ -103,6 +103,38 @@ def test_reset_puts_the_hand_home_open_and_time_at_zero(sim):
         assert np.allclose(sim.object_poses()[obj.name].position, obj.position, atol=3e-3)
 
 
+def test_place_hand_starts_the_episode_there_and_the_next_reset_goes_home(sim):
+    sim.reset(3, task="pick")
+    objects = {n: p.position.copy() for n, p in sim.object_poses().items()}
+    sim.apply_action({"x": 0.04, "gripper": 1.0}, 5.0)
+    start = (0.55, -0.2, 0.15)
+    sim.place_hand(start)
+    assert sim.sim_time == 0.0
+    assert np.allclose(sim.ee_pose().position, start, atol=2e-3)
+    assert np.allclose(sim.ee_target_pose().position, start)
+    assert sim.gripper_state().command == 0.0 and sim.gripper_state().closedness < 0.02
+    for name, position in sim.object_poses().items():
+        assert np.allclose(position.position, objects[name], atol=1e-3)
+    assert not sim.success()
+    sim.apply_action({"z": 0.02}, 5.0)  # the target moves from the new start, not from home
+    assert np.allclose(sim.ee_target_pose().position, (0.55, -0.2, 0.17))
+    sim.reset(3, task="pick")
+    assert np.allclose(sim.ee_pose().position, HOME_POSITION, atol=2e-3)
+
+
+@pytest.mark.parametrize("position, message", [
+    ((0.5, 0.0), "expected 3 numbers"),
+    ((0.9, 0.0, 0.2), "inside the workspace"),
+    ((0.5, 0.0, float("nan")), "inside the workspace"),
+    ((0.5, 0.0, 0.05), r"expected z >= 0\.1"),
+])
+def test_place_hand_refuses_points_outside_the_workspace_or_among_the_objects(sim, position, message):
+    sim.reset(3, task="pick")
+    with pytest.raises(SimError, match=message):
+        sim.place_hand(position)
+    assert np.allclose(sim.ee_pose().position, HOME_POSITION, atol=2e-3)
+
+
 def test_reset_rejects_bad_seeds_and_kinds(sim):
     with pytest.raises(SimError, match="seed"):
         sim.reset(-2)

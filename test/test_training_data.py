@@ -437,6 +437,30 @@ def test_collect_with_action_noise_records_the_experts_clean_actions(tmp_path):
         CollectConfig(episodes=1, action_noise=float("nan"))
 
 
+def test_collect_random_start_episodes_begin_anywhere_over_the_table_and_succeed(tmp_path):
+    from rt2_ros.training.sim_data import CollectConfig, collect
+
+    base = dict(episodes=2, seed=20, image_size=32, vqa_scenes=1, questions_per_scene=2)
+    home = collect(tmp_path / "home", CollectConfig(**base))
+    moved = collect(tmp_path / "moved", CollectConfig(**base, random_start=1.0))
+    assert (home["random_starts"], moved["random_starts"]) == (0, 2)
+    assert moved["successes"] == moved["episodes"] == 2
+    first = {name: [read_episode(path, ARM).steps[0].points["gripper"] for path in find_episodes(tmp_path / name)]
+             for name in ("home", "moved")}
+    assert np.ptp(np.array(first["home"]), axis=0).max() < 0.01, "home starts all show the gripper in one place"
+    offsets = np.abs(np.array(first["moved"]) - np.array(first["home"][0])).max(axis=1)
+    assert np.all(offsets > 0.02), offsets
+    assert np.ptp(np.array(first["moved"]), axis=0).max() > 0.05, "the starts differ"
+    # The scene questions are about the home-start frame either way.
+    scene = {name: [r for r in map(json.loads, (tmp_path / name / "vqa" / "vqa.jsonl").read_text().splitlines())
+                    if r["kind"] != "holding"] for name in ("home", "moved")}
+    assert scene["home"] and scene["home"] == scene["moved"]
+    assert (tmp_path / "home" / "vqa" / "images" / "scene_000020.png").read_bytes() == \
+        (tmp_path / "moved" / "vqa" / "images" / "scene_000020.png").read_bytes()
+    with pytest.raises(Exception, match="random_start"):
+        CollectConfig(episodes=1, random_start=1.5)
+
+
 class _FixedLearner:
     """A stand-in learner: always the same action (one the expert never takes), counts its calls."""
 

@@ -52,6 +52,10 @@ def register(subparsers: Any) -> None:
     collect.add_argument("--action-noise", type=float, default=0.0, metavar="M",
                          help="std (m) of Gaussian noise added to the executed x/y/z of each step while "
                               "the expert's clean action is recorded (DART-style recovery data; default 0)")
+    collect.add_argument("--random-start", type=float, default=0.0, metavar="F",
+                         help="share of episodes whose hand starts at a random point over the table instead "
+                              "of home (0..1; default 0): states where the way to go depends on where the "
+                              "gripper is")
     dagger = collect.add_argument_group(
         "DAgger", "a trained model drives the arm on some steps, the expert labels every step")
     dagger.add_argument("--policy-model", default="", metavar="CKPT",
@@ -184,7 +188,8 @@ def run_collect(args: argparse.Namespace) -> int:
                            shadows=args.shadows, control_rate_hz=args.control_rate_hz, max_steps=args.max_steps,
                            embodiment=args.embodiment, task=args.task, vqa_scenes=args.vqa_scenes,
                            questions_per_scene=args.questions_per_scene, exclude_objects=exclude,
-                           action_noise=args.action_noise, expert_share=share, learner=args.policy_model)
+                           action_noise=args.action_noise, random_start=args.random_start,
+                           expert_share=share, learner=args.policy_model)
     learner = None
     if args.policy_model:
         from rt2_ros.policy.config import PolicyConfig

@@ -30,8 +30,8 @@ import mujoco  # noqa: E402
 from rt2_ros.errors import ConfigError  # noqa: E402
 from rt2_ros.sim.errors import SimError  # noqa: E402
 from rt2_ros.sim.rotations import quat_from_rotvec, quat_mul, quat_to_rpy, rpy_to_quat  # noqa: E402
-from rt2_ros.sim.scene import (FINGER_MAX_OPENING, HEAD_CAMERA, HOME_POSITION, WRIST_CAMERA,  # noqa: E402
-                               SceneSpec, build_mjcf, generate_scene)
+from rt2_ros.sim.scene import (FINGER_MAX_OPENING, FINGER_PAD_BOTTOM, HEAD_CAMERA, HOME_POSITION,  # noqa: E402
+                               WRIST_CAMERA, SceneSpec, build_mjcf, generate_scene)
 from rt2_ros.sim.tasks import (GRIPPER, TABLE, ObjectState, SceneSnapshot, TaskInfeasible,  # noqa: E402
                                TaskLibrary, TaskSpec, evaluate, load_task_library)
 from rt2_ros.validation import expect_bool, expect_int, expect_number, reject_unknown_keys  # noqa: E402
@@ -56,6 +56,11 @@ def _triple(key: str, value: Any, **bounds: float) -> tuple[float, float, float]
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         raise ConfigError(f"{key}: expected a list of 3 numbers, got {value!r}")
     return tuple(expect_number(f"{key}[{i}]", v, **bounds) for i, v in enumerate(value))  # type: ignore
+
+
+#: How far (m) the finger tips of a hand placed with :meth:`TabletopSim.place_hand` must stay above the
+#: tallest object.
+HAND_START_CLEARANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -283,10 +288,41 @@ class TabletopSim:
         self._geom_labels = labels
         self._left_pad, self._right_pad = geom("finger_left"), geom("finger_right")
 
-    def _settle(self) -> None:
-        """Put the hand home (open, pointing down) and let the objects come to rest."""
+    def place_hand(self, position: Sequence[float]) -> None:
+        """Start the episode with the hand at ``position`` instead of home (open, pointing down).
+
+        For data whose episodes start from anywhere over the table.  The hand
+        is moved there at once, not driven, so call it before anything
+        touches the objects; the current task's start positions stay valid
+        because the objects do not move.  A position outside the workspace,
+        or one low enough to reach the objects, raises SimError.
+        """
+        try:
+            target = np.asarray(position, dtype=float).reshape(3)
+        except (TypeError, ValueError):
+            raise SimError(f"position: expected 3 numbers (x, y, z in m), got {position!r}") from None
+        low, high = np.array(self.config.workspace_min), np.array(self.config.workspace_max)
+        if not np.all(np.isfinite(target)) or np.any(target < low) or np.any(target > high):
+            raise SimError(f"position: expected a point inside the workspace {tuple(low)} .. {tuple(high)}, "
+                           f"got {tuple(target.tolist())}")
+        clearance = (max((2 * o.half_height for o in self.scene.objects), default=0.0) - FINGER_PAD_BOTTOM
+                     + HAND_START_CLEARANCE)
+        if target[2] < clearance:
+            raise SimError(f"position: expected z >= {clearance:.3f} m (above the tallest object with the "
+                           f"fingers clear), got {target[2]:.3f}")
+        before = {n: self.data.xpos[b].copy() for n, b in self._object_bodies.items()}
+        self._settle(target)
+        moved = [n for n, b in self._object_bodies.items()
+                 if np.linalg.norm(self.data.xpos[b] - before[n]) > 1e-3]
+        if moved:  # cannot happen above the clearance; never start from a disturbed scene silently
+            raise SimError(f"position: placing the hand at {tuple(target.tolist())} moved {', '.join(moved)}")
+        if self.task is not None:
+            self._update_trackers()
+
+    def _settle(self, hand: Sequence[float] = HOME_POSITION) -> None:
+        """Put the hand at ``hand`` (home; open, pointing down) and let the objects come to rest."""
         d = self.data
-        home = np.array(HOME_POSITION)
+        home = np.array(hand, dtype=float)
         self._target_pos = home.copy()
         self._target_quat = np.array([1.0, 0.0, 0.0, 0.0])
         d.qpos[self._hand_qpos:self._hand_qpos + 3] = home

@@ -21,6 +21,14 @@ shape or a full name such as ``"purple sphere"``) give no episode — but their
 scenes still give VQA, which is how a seen/unseen experiment keeps an object
 out of the robot data while the VLM side still sees it.
 
+``random_start`` (a share of the episodes, default 0): the hand starts at a
+random point over the table (:data:`RANDOM_START_BOX`) instead of home.
+Every home-start episode begins with the gripper in the same place, so the
+first steps of a policy trained on them only need where the object is; from
+anywhere, the way to go depends on where the gripper is too, which is what
+a policy needs once it has strayed.  The scene's VQA is still asked about
+the home-start frame.
+
 ``action_noise`` (DART-style): on a quarter of the steps the simulator
 executes the expert's action plus Gaussian noise on x, y, z while the bag
 records the clean action, so the data holds states slightly off the expert's
@@ -114,6 +122,7 @@ class CollectConfig:
     action_noise: float = 0.0            # m, std of the noise on executed translations (_perturbed)
     expert_share: float = 1.0            # DAgger: share of steps the expert drives (the learner the rest)
     learner: str = ""                    # DAgger: what the learner is (a checkpoint path), for collect.json
+    random_start: float = 0.0            # share of episodes whose hand starts anywhere in RANDOM_START_BOX
 
     def __post_init__(self) -> None:
         expect_int("episodes", self.episodes, low=0, high=1_000_000)
@@ -129,6 +138,7 @@ class CollectConfig:
         expect_str("camera", self.camera, choices=("head", "wrist"))
         expect_number("action_noise", self.action_noise, low=0.0, high=0.05)
         expect_number("expert_share", self.expert_share, low=0.0, high=1.0)
+        expect_number("random_start", self.random_start, low=0.0, high=1.0)
         expect_str("learner", self.learner)
         if self.expert_share < 1.0 and not self.learner:
             raise ConfigError(f"expert_share: expected 1.0 without a learner (--policy-model), "
@@ -282,7 +292,7 @@ def collect(out_dir: str | Path, config: CollectConfig,
     vqa_scenes = config.episodes if config.vqa_scenes < 0 else config.vqa_scenes
     records: list[dict[str, Any]] = []
     counts = {"episodes": 0, "successes": 0, "excluded_seeds": 0, "infeasible_seeds": 0,
-              "expert_errors": 0, "steps": 0, "vqa_scenes": 0, "vqa_items": 0}
+              "expert_errors": 0, "steps": 0, "vqa_scenes": 0, "vqa_items": 0, "random_starts": 0}
     if learner is not None:
         counts.update(learner_steps=0, learner_errors=0)
     started = time.perf_counter()
@@ -319,6 +329,12 @@ def collect(out_dir: str | Path, config: CollectConfig,
             if task.mentions(config.exclude_objects):
                 counts["excluded_seeds"] += 1
             else:
+                # Own stream, so the VQA and the episode's other draws stay the same whatever the share.
+                start_rng = np.random.default_rng([config.seed, seed, 3])
+                if start_rng.random() < config.random_start:
+                    sim.place_hand(start_rng.uniform(*RANDOM_START_BOX))
+                    first = sim.render(config.camera)
+                    counts["random_starts"] += 1
                 records.extend(_run_episode(sim, expert, embodiment, config, seed, counts, first, rng,
                                             episodes_dir / f"episode_{counts['episodes']:06d}", vqa_dir,
                                             learner))
@@ -333,6 +349,11 @@ def collect(out_dir: str | Path, config: CollectConfig,
     (out / "collect.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
 
+
+#: Where a ``random_start`` episode's hand starts: uniform in this box (base frame, m; low, high corners),
+#: over the whole table where objects are placed and from just above the tallest object
+#: (TabletopSim.place_hand's clearance) to the home height.
+RANDOM_START_BOX = ((0.30, -0.30, 0.12), (0.70, 0.30, 0.30))
 
 #: Height (m) at which the expert's goal is seen for grounding: about an object's centre on the
 #: table, so the goal's image point falls on the object or spot the arm heads for, not on the
