@@ -437,7 +437,7 @@ def test_collect_with_action_noise_records_the_experts_clean_actions(tmp_path):
         CollectConfig(episodes=1, action_noise=float("nan"))
 
 
-def test_collect_random_start_episodes_begin_anywhere_over_the_table_and_succeed(tmp_path):
+def test_collect_random_start_episodes_begin_anywhere_in_view_and_succeed(tmp_path, capsys):
     from rt2_ros.training.sim_data import CollectConfig, collect
 
     base = dict(episodes=2, seed=20, image_size=32, vqa_scenes=1, questions_per_scene=2)
@@ -451,14 +451,17 @@ def test_collect_random_start_episodes_begin_anywhere_over_the_table_and_succeed
     offsets = np.abs(np.array(first["moved"]) - np.array(first["home"][0])).max(axis=1)
     assert np.all(offsets > 0.02), offsets
     assert np.ptp(np.array(first["moved"]), axis=0).max() > 0.05, "the starts differ"
+    assert np.all((np.array(first["moved"]) >= 0.08) & (np.array(first["moved"]) <= 0.92)), "in view"
     # The scene questions are about the home-start frame either way.
     scene = {name: [r for r in map(json.loads, (tmp_path / name / "vqa" / "vqa.jsonl").read_text().splitlines())
                     if r["kind"] != "holding"] for name in ("home", "moved")}
     assert scene["home"] and scene["home"] == scene["moved"]
     assert (tmp_path / "home" / "vqa" / "images" / "scene_000020.png").read_bytes() == \
         (tmp_path / "moved" / "vqa" / "images" / "scene_000020.png").read_bytes()
-    with pytest.raises(Exception, match="random_start"):
+    with pytest.raises(ConfigError, match="random_start: expected a number <= 1"):
         CollectConfig(episodes=1, random_start=1.5)
+    assert main(["collect", "--episodes", "1", "--out", str(tmp_path / "bad"), "--random-start", "nan"]) == 2
+    assert "random_start: expected a finite number" in capsys.readouterr().err
 
 
 class _FixedLearner:

@@ -22,7 +22,8 @@ scenes still give VQA, which is how a seen/unseen experiment keeps an object
 out of the robot data while the VLM side still sees it.
 
 ``random_start`` (a share of the episodes, default 0): the hand starts at a
-random point over the table (:data:`RANDOM_START_BOX`) instead of home.
+random point over the table (:data:`RANDOM_START_BOX`, where the camera sees
+it: :data:`START_VIEW_MARGIN`) instead of home.
 Every home-start episode begins with the gripper in the same place, so the
 first steps of a policy trained on them only need where the object is; from
 anywhere, the way to go depends on where the gripper is too, which is what
@@ -332,7 +333,7 @@ def collect(out_dir: str | Path, config: CollectConfig,
                 # Own stream, so the VQA and the episode's other draws stay the same whatever the share.
                 start_rng = np.random.default_rng([config.seed, seed, 3])
                 if start_rng.random() < config.random_start:
-                    sim.place_hand(start_rng.uniform(*RANDOM_START_BOX))
+                    sim.place_hand(_random_start(sim, start_rng, config.camera, size))
                     first = sim.render(config.camera)
                     counts["random_starts"] += 1
                 records.extend(_run_episode(sim, expert, embodiment, config, seed, counts, first, rng,
@@ -354,6 +355,26 @@ def collect(out_dir: str | Path, config: CollectConfig,
 #: over the whole table where objects are placed and from just above the tallest object
 #: (TabletopSim.place_hand's clearance) to the home height.
 RANDOM_START_BOX = ((0.30, -0.30, 0.12), (0.70, 0.30, 0.30))
+
+#: A random start's gripper must project at least this fraction of the image inside its edges: a
+#: policy cannot go from where it cannot see the gripper (much of RANDOM_START_BOX is out of view).
+START_VIEW_MARGIN = 0.08
+
+
+def _random_start(sim: Any, rng: np.random.Generator, camera: str, size: int) -> np.ndarray:
+    """A hand start drawn uniformly from the part of RANDOM_START_BOX where ``camera`` sees the
+    tool centre point (START_VIEW_MARGIN inside the image), by rejection."""
+    low, high = (size * START_VIEW_MARGIN, size * (1.0 - START_VIEW_MARGIN))
+    for _ in range(_START_DRAWS):
+        start = rng.uniform(*RANDOM_START_BOX)
+        u, v = sim.project_points([start], camera, (size, size))[0]
+        if low <= u <= high and low <= v <= high:
+            return start
+    raise ConfigError(f"random_start: no start in {RANDOM_START_BOX} that the {camera} camera sees in "
+                      f"{_START_DRAWS} draws")
+
+
+_START_DRAWS = 200
 
 #: Height (m) at which the expert's goal is seen for grounding: about an object's centre on the
 #: table, so the goal's image point falls on the object or spot the arm heads for, not on the
