@@ -29,10 +29,13 @@ grounding points: where the action heads and where the gripper is):
   image);
 * **does the action follow the plan** (planning checkpoints): with the true
   plan teacher-forced, but its goal column written as 32 and then as 224
-  (the goal far left, then far right), how far each action dim's expected
-  bin moves between the two, on the first steps. The sideways (y) action
-  has to change by well over a hundred bins for that if the action reads
-  the plan; ~0 means the action ignores the goal's column it was given.
+  (the goal far left, then far right; under ``object_points`` the object's
+  column with it), how far each action dim's expected bin moves between the
+  two, on the first steps. The sideways (y) action has to change by well
+  over a hundred bins for that if the action reads the plan; ~0 means the
+  action ignores the goal's column it was given.  The same for the
+  gripper's column: the way to go depends on where the gripper is too, which
+  home-start episodes never vary (``rt2-ros collect --random-start`` does).
 
 ``--decoding median`` scores the policy's actions under median decoding
 (README, Median decoding) instead of greedy.
@@ -152,11 +155,21 @@ def attention_figures(policy, examples: list, layer: int, names: tuple[str, ...]
             "plan_mass": float(np.mean(plan_mass)) if plan_mass else None}
 
 
+def _column_indices(words: list[str], point: str) -> list[int]:
+    """Where in a plan's words the column of ``point`` ("goal" or "gripper") is written; for the goal
+    of an ``object_points`` plan also the object's column (its first number), which the goal copies
+    on the way to the object, so an action may read either."""
+    indices = [words.index(point) + 1]
+    if point == "goal" and words[0] != "goal":
+        indices.append(next(i for i, word in enumerate(words) if word.isdigit()))
+    return indices
+
+
 def plan_following(policy, examples: list, columns: tuple[int, int] = (32, 224),
-                   batch_size: int = 16) -> np.ndarray:
-    """Per example and dim, |expected bin with the goal column (the number after "goal") written as
-    columns[1] - with columns[0]|, the rest of the true plan and the image unchanged (teacher
-    forced), (N, dims)."""
+                   batch_size: int = 16, point: str = "goal") -> np.ndarray:
+    """Per example and dim, |expected bin with ``point``'s column (the number after its name; see
+    _column_indices) written as columns[1] - with columns[0]|, the rest of the true plan and the
+    image unchanged (teacher forced), (N, dims)."""
     import dataclasses
 
     import torch
@@ -171,7 +184,8 @@ def plan_following(policy, examples: list, columns: tuple[int, int] = (32, 224),
         variants = []
         for example in examples:
             words = example.plan.split()
-            words[words.index("goal") + 1] = str(column)
+            for index in _column_indices(words, point):
+                words[index] = str(column)
             variants.append(dataclasses.replace(example, plan=" ".join(words)))
         rows = []
         for start in range(0, len(variants), batch_size):
@@ -272,11 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + " " * 27 + " ".join(f"{_SHORT[n] + ' ' + axis:>9}" for n in names for axis in ("col", "row")))
         for key in ("image", "black"):
             print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in errors[f"plan_{key}"].mean(axis=0)))
-        shift = plan_following(policy, first)
-        print("does the action follow the plan? first steps, true plan with the goal column written as 32, "
-              "then 224: mean |change of the expected bin| per dim:")
+        print("does the action follow the plan? first steps, true plan with one point's column written as 32, "
+              "then 224 (the goal's: with the object's, under object_points): mean |change of the expected "
+              "bin| per dim:")
         print("  " + " " * 27 + " ".join(f"{n:>9}" for n in embodiment.names))
-        print(f"  {'goal column 32 -> 224':<26} " + " ".join(f"{v:9.1f}" for v in shift.mean(axis=0)))
+        for point in ("goal", "gripper"):
+            shift = plan_following(policy, first, point=point)
+            print(f"  {point + ' column 32 -> 224':<26} " + " ".join(f"{v:9.1f}" for v in shift.mean(axis=0)))
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -82,9 +82,10 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
     assert "plan written vs the true one" in out, out
     hits = re.findall(r"(object patch \S+  )?goal patch \S+  gripper patch \S+  grounding loss", out)
     assert len(hits) == 2 and all(bool(h) == (plan == "object_points") for h in hits), out
-    row = re.search(r"goal column 32 -> 224((?:\s+\S+){8})$", out, re.MULTILINE)
-    assert row, out
-    assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
+    for point in ("goal", "gripper"):
+        row = re.search(rf"{point} column 32 -> 224((?:\s+\S+){{8}})$", out, re.MULTILINE)
+        assert row, out
+        assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
     assert "greedy action vs the expert's" in out
     assert _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "3",
                                  "--decoding", "median"]) == 0
@@ -94,3 +95,11 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
         row = re.search(rf"^\s+{key} ((?:\s+\S+){{{2 * points}}})$", plan_rows, re.MULTILINE)
         assert row, out
         assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
+
+
+def test_plan_following_moves_the_goal_with_the_object_it_copies_and_the_gripper_alone():
+    columns = _bench_module()._column_indices
+    points = "goal 180 178 gripper 127 54".split()
+    assert columns(points, "goal") == [1] and columns(points, "gripper") == [4]
+    with_object = "green sphere 211 175 goal 210 177 gripper 127 54".split()
+    assert sorted(columns(with_object, "goal")) == [2, 5] and columns(with_object, "gripper") == [8]
