@@ -16,7 +16,8 @@
 # About 55 minutes on 2 cores; DATA (default data/sim) keeps what is collected, for reruns.
 # Measured: one run of it (STEPS=9000) solved 0/40 seen episodes, where the staged fine-tunes of
 # docs/training.md section 6 reached 5/40 (item 7 there): it does not yet reproduce the best model.
-# PLAN=object_points (item 9 there) also solved 0/40.
+# PLAN=object_points (item 9 there) also solved 0/40; so did fine-tunes of that model with
+# random-start episodes (item 10), which this script does not collect.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${DATA:-data/sim}"
