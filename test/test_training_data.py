@@ -13,7 +13,7 @@ from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.episodes import EpisodeBagWriter, EpisodeInfo, EpisodeTopics, find_episodes, read_episode
 from rt2_ros.training.samples import robot_samples, vqa_samples
-from rt2_ros.training.vqa_data import VqaError, read_vqa_jsonl
+from rt2_ros.training.vqa_data import VqaError, load_image, read_vqa_jsonl
 
 ARM = load_embodiment("rt2_arm")
 
@@ -462,6 +462,31 @@ def test_collect_random_start_episodes_begin_anywhere_in_view_and_succeed(tmp_pa
         CollectConfig(episodes=1, random_start=1.5)
     assert main(["collect", "--episodes", "1", "--out", str(tmp_path / "bad"), "--random-start", "nan"]) == 2
     assert "random_start: expected a finite number" in capsys.readouterr().err
+
+
+def test_collect_asks_where_the_gripper_is_on_episode_frames(tmp_path):
+    from rt2_ros.training.episodes import point_bin
+    from rt2_ros.training.sim_data import GRIPPER_QUESTION, CollectConfig, collect
+
+    base = dict(episodes=2, seed=20, image_size=32, vqa_scenes=0, random_start=1.0)
+    collect(tmp_path / "plain", CollectConfig(**base))
+    summary = collect(tmp_path / "asked", CollectConfig(**base, gripper_questions=3))
+    read = lambda name: [json.loads(line) for line in (tmp_path / name / "vqa" / "vqa.jsonl").read_text().splitlines()]  # noqa: E731
+    asked, plain = read("asked"), read("plain")
+    questions = [r for r in asked if r["kind"] == "gripper_point"]
+    assert len(questions) == 6 and summary["vqa_items"] == len(plain) + 6
+    assert [r for r in asked if r["kind"] != "gripper_point"] == plain, "the other questions are unchanged"
+    episodes = {ep.info.seed: ep for ep in (read_episode(p, ARM) for p in find_episodes(tmp_path / "asked"))}
+    for record in questions:
+        assert record["question"] == GRIPPER_QUESTION
+        index = int(record["image"].rsplit("_", 1)[1].split(".")[0])
+        step = episodes[record["seed"]].steps[index]
+        assert record["point"] == pytest.approx(list(step.points["gripper"]))
+        assert record["answer"] == f"{point_bin(record['point'][0])} {point_bin(record['point'][1])}"
+        assert np.array_equal(load_image(tmp_path / "asked" / "vqa" / record["image"]), step.image)
+    assert len({(r["seed"], r["image"]) for r in questions}) == 6, "distinct frames"
+    with pytest.raises(ConfigError, match="gripper_questions"):
+        CollectConfig(episodes=1, gripper_questions=-1)
 
 
 class _FixedLearner:

@@ -52,6 +52,9 @@ def register(subparsers: Any) -> None:
     collect.add_argument("--action-noise", type=float, default=0.0, metavar="M",
                          help="std (m) of Gaussian noise added to the executed x/y/z of each step while "
                               "the expert's clean action is recorded (DART-style recovery data; default 0)")
+    collect.add_argument("--gripper-questions", type=int, default=0, metavar="N",
+                         help="'where is the gripper?' point questions on N frames of each episode "
+                              "(default 0)")
     collect.add_argument("--random-start", type=float, default=0.0, metavar="F",
                          help="share of episodes whose hand starts at a random point over the table instead "
                               "of home (0..1; default 0): states where the way to go depends on where the "
@@ -189,6 +192,7 @@ def run_collect(args: argparse.Namespace) -> int:
                            embodiment=args.embodiment, task=args.task, vqa_scenes=args.vqa_scenes,
                            questions_per_scene=args.questions_per_scene, exclude_objects=exclude,
                            action_noise=args.action_noise, random_start=args.random_start,
+                           gripper_questions=args.gripper_questions,
                            expert_share=share, learner=args.policy_model)
     learner = None
     if args.policy_model:

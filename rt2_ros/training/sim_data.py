@@ -51,7 +51,11 @@ questions drawn from templates answered from the true scene (colours,
 shapes, counts, left/right relations in the image, nearest object,
 existence, a caption), and one frame in the middle of each episode gets
 "what is the gripper holding?".  Left and right are image left and right
-(objects are projected with the camera's intrinsics).
+(objects are projected with the camera's intrinsics).  ``gripper_questions``
+(default 0) more frames of each episode get "where is the gripper?",
+answered and grounded like "where is the X?": the simulator's scenes always
+show the gripper at home, the episodes (most of all random-start ones) show
+it everywhere, and a policy has to read where it is.
 """
 from __future__ import annotations
 
@@ -70,11 +74,12 @@ from rt2_ros.training.episodes import POINT_BINS, EpisodeBagWriter, EpisodeInfo,
 from rt2_ros.training.vqa_data import write_vqa_jsonl
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
 
-__all__ = ["CollectConfig", "collect", "scene_questions", "CAPTION_QUESTION", "HOLDING_QUESTION",
+__all__ = ["CollectConfig", "collect", "scene_questions", "CAPTION_QUESTION", "HOLDING_QUESTION", "GRIPPER_QUESTION",
            "POINT_BINS", "QUESTION_KINDS", "vocabulary_words"]
 
 CAPTION_QUESTION = "describe the image"
 HOLDING_QUESTION = "what is the gripper holding?"
+GRIPPER_QUESTION = "where is the gripper?"
 QUESTION_KINDS = ("count", "color_of_shape", "shape_of_color", "left_of", "right_of", "closest",
                   "exists", "leftmost", "rightmost", "side", "caption", "count_shape", "point")
 # "where is the {object}?" is answered with the object's centre as two of the POINT_BINS integer
@@ -91,7 +96,7 @@ def vocabulary_words() -> list[str]:
 
     library = load_task_library()
     templates = [t for kind in library.kinds.values() for t in kind.templates]
-    fixed = [CAPTION_QUESTION, HOLDING_QUESTION, "how many objects are on the table?",
+    fixed = [CAPTION_QUESTION, HOLDING_QUESTION, GRIPPER_QUESTION, "how many objects are on the table?",
              "what color is the object left of the ?", "what color is the object right of the ?",
              "what shape is the object?", "which object is closest to the ?", "is there a on the table?",
              "what is the leftmost object?", "what is the rightmost object?",
@@ -124,6 +129,7 @@ class CollectConfig:
     expert_share: float = 1.0            # DAgger: share of steps the expert drives (the learner the rest)
     learner: str = ""                    # DAgger: what the learner is (a checkpoint path), for collect.json
     random_start: float = 0.0            # share of episodes whose hand starts anywhere in RANDOM_START_BOX
+    gripper_questions: int = 0           # "where is the gripper?" point questions per episode (its frames)
 
     def __post_init__(self) -> None:
         expect_int("episodes", self.episodes, low=0, high=1_000_000)
@@ -140,6 +146,7 @@ class CollectConfig:
         expect_number("action_noise", self.action_noise, low=0.0, high=0.05)
         expect_number("expert_share", self.expert_share, low=0.0, high=1.0)
         expect_number("random_start", self.random_start, low=0.0, high=1.0)
+        expect_int("gripper_questions", self.gripper_questions, low=0, high=100)
         expect_str("learner", self.learner)
         if self.expert_share < 1.0 and not self.learner:
             raise ConfigError(f"expert_share: expected 1.0 without a learner (--policy-model), "
@@ -427,7 +434,7 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
         learner.reset()
     # Which steps the learner drives: its own stream, so VQA and noise draws do not depend on it.
     turn_rng = np.random.default_rng([config.seed, seed, 2])
-    frames: list[tuple[np.ndarray, str | None]] = []
+    frames: list[tuple[np.ndarray, str | None, tuple[float, float]]] = []  # image, held, gripper point
     image = first
     # Executing a noisy version of the expert's action while recording the clean one (DART)
     # puts states off the expert's path in the data, labelled with the way back, which a
@@ -445,13 +452,13 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
         except PolicyError:
             error = True  # the expert gave up (e.g. repeated failed grasps): a failed episode
             break
-        frames.append((image, sim.gripper_state().grasped))
+        points = _grounding_points(sim, expert.expert.goal, pose.position, config.camera,
+                                   image.shape[1], image.shape[0])
+        frames.append((image, sim.gripper_state().grasped, points["gripper"]))
         writer.step(image=image, stamp_ns=stamp, instruction=text, tokens=output.tokens,
                     action=output.action, control_rate_hz=rate, ee_position=pose.position,
                     ee_quaternion=pose.quaternion, backend="expert",
-                    inference_ms=output.timings.get("total", 0.0),
-                    points=_grounding_points(sim, expert.expert.goal, pose.position, config.camera,
-                                             image.shape[1], image.shape[0]))
+                    inference_ms=output.timings.get("total", 0.0), points=points)
         terminate = bool(output.action.get("terminate"))
         executed = output.action
         if learner is not None and not terminate and turn_rng.random() >= config.expert_share:
@@ -477,15 +484,36 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
                              seed=seed, task_kind=sim.task.kind, objects=sim.task.objects,
                              relabelled=learner is not None))
     records = []
-    holding = [i for i, (_, held) in enumerate(frames) if held]
-    empty = [i for i, (_, held) in enumerate(frames) if not held and i > 0]
+    holding = [i for i, (_, held, _) in enumerate(frames) if held]
+    empty = [i for i, (_, held, _) in enumerate(frames) if not held and i > 0]
     for pool in (holding, empty):
         if pool:
             index = pool[int(rng.integers(len(pool)))]
-            image, held = frames[index]
+            image, held, _ = frames[index]
             name = f"images/episode_{seed:06d}_{index:03d}.png"
             _save_png(vqa_dir / name, image)
             records.append({"image": name, "question": HOLDING_QUESTION,
                             "answer": f"the {held}" if held else "nothing", "kind": "holding", "seed": seed,
                             "attempt": sim.scene.attempt})
+    records.extend(_gripper_questions(frames, config, seed, sim.scene.attempt, vqa_dir))
+    return records
+
+
+def _gripper_questions(frames: list[tuple[np.ndarray, str | None, tuple[float, float]]], config: CollectConfig,
+                       seed: int, attempt: int, vqa_dir: Path) -> list[dict[str, Any]]:
+    """``config.gripper_questions`` "where is the gripper?" point questions on distinct frames of an
+    episode where the gripper is in view, answered like "where is the X?" (column and row bins)."""
+    visible = [i for i, (_, _, (x, y)) in enumerate(frames) if 0.0 <= x < 1.0 and 0.0 <= y < 1.0]
+    if not config.gripper_questions or not visible:
+        return []
+    # Own stream: the holding questions and everything else stay the same whatever the count.
+    rng = np.random.default_rng([config.seed, seed, 4])
+    chosen = rng.choice(visible, size=min(config.gripper_questions, len(visible)), replace=False)
+    records = []
+    for index in sorted(int(i) for i in chosen):
+        image, _, (x, y) = frames[index]
+        name = f"images/episode_{seed:06d}_{index:03d}.png"
+        _save_png(vqa_dir / name, image)
+        records.append({"image": name, "question": GRIPPER_QUESTION, "answer": f"{point_bin(x)} {point_bin(y)}",
+                        "kind": "gripper_point", "point": [x, y], "seed": seed, "attempt": attempt})
     return records
