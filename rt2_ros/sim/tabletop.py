@@ -322,14 +322,14 @@ class TabletopSim:
     def _settle(self, hand: Sequence[float] = HOME_POSITION) -> None:
         """Put the hand at ``hand`` (home; open, pointing down) and let the objects come to rest."""
         d = self.data
-        home = np.array(hand, dtype=float)
-        self._target_pos = home.copy()
+        start = np.array(hand, dtype=float)
+        self._target_pos = start.copy()
         self._target_quat = np.array([1.0, 0.0, 0.0, 0.0])
-        d.qpos[self._hand_qpos:self._hand_qpos + 3] = home
+        d.qpos[self._hand_qpos:self._hand_qpos + 3] = start
         d.qpos[self._hand_qpos + 3:self._hand_qpos + 7] = self._target_quat
         for adr in self._finger_qpos:
             d.qpos[adr] = FINGER_MAX_OPENING
-        d.mocap_pos[self._mocap] = home
+        d.mocap_pos[self._mocap] = start
         d.mocap_quat[self._mocap] = self._target_quat
         self._gripper_command = 0.0
         self._finger_target = FINGER_MAX_OPENING

@@ -366,6 +366,7 @@ RANDOM_START_BOX = ((0.30, -0.30, 0.12), (0.70, 0.30, 0.30))
 #: A random start's gripper must project at least this fraction of the image inside its edges: a
 #: policy cannot go from where it cannot see the gripper (much of RANDOM_START_BOX is out of view).
 START_VIEW_MARGIN = 0.08
+_START_DRAWS = 200   # rejection draws before giving up (about half of the box is in view)
 
 
 def _random_start(sim: Any, rng: np.random.Generator, camera: str, size: int) -> np.ndarray:
@@ -380,8 +381,6 @@ def _random_start(sim: Any, rng: np.random.Generator, camera: str, size: int) ->
     raise ConfigError(f"random_start: no start in {RANDOM_START_BOX} that the {camera} camera sees in "
                       f"{_START_DRAWS} draws")
 
-
-_START_DRAWS = 200
 
 #: Height (m) at which the expert's goal is seen for grounding: about an object's centre on the
 #: table, so the goal's image point falls on the object or spot the arm heads for, not on the

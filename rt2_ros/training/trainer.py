@@ -422,8 +422,8 @@ def grounding_loss(attentions: Any, target: Any, queries: Any) -> Any:
 
 def _per_point_grounding_loss(attentions: Any, target: Any, queries: Any) -> Any:
     """grounding_loss for (B, K, L) queries, in one batched computation (a Python loop over rows
-    and points cost about a third of a CPU training step).  Each (row, point) with a point and a
-    query position counts once in the mean."""
+    and points cost ~30 ms a CPU step: bench/grounding_loss_speed.py).  Each (row, point) with a
+    point and a query position counts once in the mean."""
     import torch
 
     batch, _, length, _ = attentions.shape
