@@ -46,11 +46,6 @@ INSTRUCTION = "pick up the red block"
 VARIANTS = ("rt2_ros", "generate", "loop_free", "loop_mask")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (linear interpolation) of ``values``."""
-    return float(np.percentile(np.asarray(values), q))
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -127,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_size(size, device, dtype, args.runs, args.warmup)
         times = result["times"]
         med = {name: statistics.median(values) for name, values in times.items()}
-        p99 = {name: percentile(values, 99) for name, values in times.items()}
+        p99 = {name: float(np.percentile(values, 99)) for name, values in times.items()}
         print(f"\n[{size}] {result['params'] / 1e6:.1f}M parameters, logits width {result['vocab']}, "
               f"built in {result['built_s']:.1f} s; generate produced {result['generate_tokens']} tokens")
         print(f"  {'variant':<10} {'median ms':>10} {'p99 ms':>10}")

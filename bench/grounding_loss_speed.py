@@ -21,15 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from rt2_ros.training.trainer import grounding_loss, plan_attention_mass, plan_reading_loss  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) of ``values``."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def per_row_grounding_loss(attentions: torch.Tensor, target: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -98,8 +93,8 @@ def main() -> int:
             print(f"{name}: the batched loss differs from the per-row one ({new_loss} vs {old_loss})")
             return 1
         med_new, med_old = statistics.median(new_times), statistics.median(old_times)
-        print(f"{name:<22}{med_new:>15.2f} / {percentile(new_times, 99):<11.2f}"
-              f"{med_old:>15.2f} / {percentile(old_times, 99):<11.2f}{med_old / med_new:>7.1f}x")
+        print(f"{name:<22}{med_new:>15.2f} / {float(np.percentile(new_times, 99)):<11.2f}"
+              f"{med_old:>15.2f} / {float(np.percentile(old_times, 99)):<11.2f}{med_old / med_new:>7.1f}x")
     return 0
 
 

@@ -36,11 +36,6 @@ from rt2_ros.sim.rollout import run_episode  # noqa: E402
 from rt2_ros.sim.tabletop import SimConfig, TabletopSim  # noqa: E402
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) of ``values``."""
-    return float(np.percentile(np.asarray(values), q))
-
-
 def bench_render(frames: int) -> None:
     print(f"rendering (head camera, {frames} frames each, GL backend: {gl.gl_backend() or 'user-set'})")
     for shadows in (True, False):
@@ -55,7 +50,7 @@ def bench_render(frames: int) -> None:
                     sim.render(size=size)
                     times.append((time.perf_counter() - start) * 1000)
                 print(f"  {size[1]}x{size[0]:<4} shadows={'on ' if shadows else 'off'}  "
-                      f"median {statistics.median(times):6.1f} ms   p99 {percentile(times, 99):6.1f} ms")
+                      f"median {statistics.median(times):6.1f} ms   p99 {float(np.percentile(times, 99)):6.1f} ms")
 
 
 def bench_reset(resets: int) -> None:

@@ -36,13 +36,9 @@ from rt2_ros.training.collate import Example, Rt2Collator  # noqa: E402
 from rt2_ros.training.from_scratch import SCRATCH_SHAPES, build_scratch_vlm  # noqa: E402
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) of ``values``."""
-    return float(np.percentile(np.asarray(values), q))
-
-
 def line(name: str, times_ms: list[float], extra: str = "") -> str:
-    return (f"  {name:<11} median {statistics.median(times_ms):7.1f} ms   p99 {percentile(times_ms, 99):7.1f} ms"
+    p99 = float(np.percentile(times_ms, 99))
+    return (f"  {name:<11} median {statistics.median(times_ms):7.1f} ms   p99 {p99:7.1f} ms"
             + (f"   {extra}" if extra else ""))
 
 
