@@ -48,6 +48,7 @@ def test_eval_with_the_expert_prints_a_table_and_writes_json(tmp_path):
     (["--tasks", "pick,pick"], "tasks: a task kind is listed twice"),
     (["--image-size", "8"], "--image-size: expected 16..1024 pixels, got 8"),
     (["--exclude-objects", "plaid"], "--exclude-objects: 'plaid' is no colour"),
+    (["--threads", "-1"], "--threads: expected an integer >= 0 (0: torch's default), got -1"),
 ])
 def test_bad_eval_arguments_are_one_line_errors(args, message):
     done = _cli("--backend", "expert", *args)
@@ -116,8 +117,9 @@ def test_start_episode_takes_kinds_and_instructions():
 def test_eval_runs_a_learned_backend_on_rendered_images(tiny_paligemma_dir, tmp_path):
     out = tmp_path / "eval.json"
     done = _cli("--backend", "transformers", "--model", str(tiny_paligemma_dir), "--device", "cpu",
-                "--episodes", "1", "--tasks", "pick", "--max-steps", "2", "--json", str(out))
+                "--episodes", "1", "--tasks", "pick", "--max-steps", "2", "--json", str(out), "--threads", "2")
     assert done.returncode == 0, done.stderr
+    assert "rt2-ros eval: 2 torch intra-op thread(s)" in done.stderr
     data = json.loads(out.read_text())
     assert data["privileged"] is False and data["backend"] == "transformers"
     episode = data["episodes"][0]
