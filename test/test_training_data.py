@@ -580,12 +580,18 @@ def test_dagger_settings_are_checked(tmp_path, capsys):
     assert "expert_share: expected 1.0 without a learner" in capsys.readouterr().err
 
 
-def test_collect_cli_runs_dagger_with_a_checkpoint(tiny_paligemma_dir, tmp_path):
+def test_collect_cli_runs_dagger_with_a_checkpoint(tiny_paligemma_dir, tmp_path, capsys):
     out = tmp_path / "d"
+    # One thread: what the suite runs with anyway (conftest), so the process-wide setting is unchanged.
     code = main(["collect", "--episodes", "1", "--seed", "11", "--out", str(out), "--image-size", "32",
                  "--max-steps", "6", "--vqa-scenes", "0", "--policy-model", str(tiny_paligemma_dir),
-                 "--device", "cpu", "--decoding", "median"])
+                 "--device", "cpu", "--decoding", "median", "--threads", "1"])
     assert code == 0
+    assert "rt2-ros collect: 1 torch intra-op thread(s)" in capsys.readouterr().err
+    assert main(["collect", "--episodes", "1", "--out", str(tmp_path / "e"), "--policy-model",
+                 str(tiny_paligemma_dir), "--threads", "-1"]) == 2
+    assert "--threads: expected an integer >= 0 (0: torch's default), got -1" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
     summary = json.loads((out / "collect.json").read_text())
     assert summary["config"]["expert_share"] == 0.5, "the default share with a learner"
     assert summary["config"]["learner"] == str(tiny_paligemma_dir)

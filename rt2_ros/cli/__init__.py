@@ -36,6 +36,27 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+#: --threads help, shared by the commands that run a learned policy on the CPU.
+THREADS_HELP = ("torch intra-op threads of the learned policy (default 0: torch's choice, one per core); "
+                "give each of several such runs on one machine its share, e.g. --threads 1 for two on "
+                "two cores: two two-thread evaluations there took 23x longer per episode than two "
+                "one-thread ones")
+
+
+def set_torch_threads(command: str, threads: int, learned_policy: bool) -> None:
+    """Apply a command's ``--threads`` when it runs a ``learned_policy`` (0 leaves torch's default);
+    a negative count is a ConfigError either way."""
+    from rt2_ros.errors import ConfigError
+
+    if threads < 0:
+        raise ConfigError(f"--threads: expected an integer >= 0 (0: torch's default), got {threads}")
+    if threads and learned_policy:
+        import torch
+
+        torch.set_num_threads(threads)
+        print(f"rt2-ros {command}: {torch.get_num_threads()} torch intra-op thread(s)", file=sys.stderr, flush=True)
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line on stderr (exit 2), like every CLI error."""
 

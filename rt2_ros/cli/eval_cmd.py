@@ -21,6 +21,7 @@ import json
 import sys
 from typing import Any
 
+from rt2_ros.cli import THREADS_HELP, set_torch_threads
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.config import DECODINGS
 
@@ -58,11 +59,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--image-size", type=int, default=224, help="camera image size in pixels (default 224)")
     p.add_argument("--no-shadows", action="store_true", help="render without shadows (faster)")
     p.add_argument("--json", default="", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="torch intra-op threads of a learned policy (default 0: torch's choice, one per "
-                        "core); give each of several evaluations sharing a machine its share, e.g. "
-                        "--threads 1 for two on two cores: two two-thread runs there took 23x longer "
-                        "per episode than two one-thread runs")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     p.set_defaults(func=run)
 
 
@@ -96,16 +93,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
     if args.backend == "transformers" and not args.model:
         raise ConfigError("--model: the transformers backend needs a checkpoint directory, got ''")
-    if args.threads < 0:
-        raise ConfigError(f"--threads: expected an integer >= 0 (0: torch's default), got {args.threads}")
     if args.json and args.json != "-" and not Path(args.json).resolve().parent.is_dir():
         raise ConfigError(f"--json: the directory of {args.json!r} does not exist")
     training = read_training_data(args.model) if args.backend in ("transformers", "remote") else None
-    if args.threads and args.backend == "transformers":
-        import torch
-
-        torch.set_num_threads(args.threads)
-        print(f"rt2-ros eval: {torch.get_num_threads()} torch intra-op thread(s)", file=sys.stderr, flush=True)
+    set_torch_threads("eval", args.threads, learned_policy=args.backend == "transformers")
 
     from rt2_ros.sim.tabletop import SimConfig, TabletopSim
 

@@ -19,6 +19,7 @@ import json
 import sys
 from typing import Any
 
+from rt2_ros.cli import THREADS_HELP, set_torch_threads
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.config import DECODINGS
 
@@ -69,6 +70,7 @@ def register(subparsers: Any) -> None:
     dagger.add_argument("--decoding", default="greedy", choices=DECODINGS,
                         help="how the model chooses its action tokens (default: greedy)")
     dagger.add_argument("--device", default="auto", help="the model's device: auto, cpu, cuda or cuda:N")
+    dagger.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     collect.set_defaults(func=run_collect)
 
     train = subparsers.add_parser(
@@ -195,6 +197,7 @@ def run_collect(args: argparse.Namespace) -> int:
                            gripper_questions=args.gripper_questions,
                            expert_share=share, learner=args.policy_model)
     learner = None
+    set_torch_threads("collect", args.threads, learned_policy=bool(args.policy_model))
     if args.policy_model:
         from rt2_ros.policy.config import PolicyConfig
         from rt2_ros.policy.factory import make_policy
