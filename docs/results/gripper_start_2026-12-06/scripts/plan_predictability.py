@@ -1,4 +1,5 @@
-"""How much of the expert's action do the plan's numbers determine?
+"""How much of the expert's action do the plan's numbers determine?  And with the hand's height and
+the gripper's state added (what a plan in the arm's own terms would also say)?
 
 k-nearest-neighbour regression (k=10) from a sample's plan integers (object, goal, gripper points,
 POINT_BINS ths of the image) to its expert action tokens, fitted on the TRAIN episode directories and
@@ -10,7 +11,18 @@ import argparse
 import numpy as np
 
 from rt2_ros.action_language.embodiment import load_embodiment
+from rt2_ros.training import mcap_io
 from rt2_ros.training.episodes import find_episodes, point_bin, read_episode
+
+
+def _latest(series, stamp):
+    """The value of the last (stamp, value) at or before ``stamp`` (the first one before any)."""
+    best = series[0][1]
+    for when, value in series:
+        if when > stamp:
+            break
+        best = value
+    return best
 
 
 def load(dirs, embodiment):
@@ -20,11 +32,22 @@ def load(dirs, embodiment):
             episode = read_episode(path, embodiment)
             if episode.info.success is not True:
                 continue
+            heights, grips = [], [(0, 1.0)]
+            for item in mcap_io.read_messages(path, ["/ee_pose", "/gripper/command"]):
+                if item.topic == "/ee_pose":
+                    heights.append((mcap_io.stamp_to_ns(item.message.header.stamp), item.message.pose.position.z))
+                else:
+                    grips.append((item.timestamp, float(np.asarray(item.message.data).reshape(-1)[0])))
+            heights.sort(key=lambda h: h[0])
+            grips.sort(key=lambda g: g[0])
             for step in episode.steps:
                 p = step.points or {}
                 if not all(k in p for k in ("object", "goal", "gripper")):
                     continue
-                rows.append([point_bin(v) for k in ("object", "goal", "gripper") for v in p[k]])
+                # Commands logged before this frame: the gripper's state when the frame was taken.
+                grip = _latest(grips, step.stamp_ns - 1)
+                rows.append([point_bin(v) for k in ("object", "goal", "gripper") for v in p[k]]
+                            + [_latest(heights, step.stamp_ns) * 500.0, grip * 100.0])
                 targets.append(step.tokens)
     return np.array(rows, float), np.array(targets, float)
 
@@ -53,7 +76,9 @@ def main():
         "goal + gripper": lambda x: x[:, 2:6],
         "goal - gripper (delta)": lambda x: x[:, 2:4] - x[:, 4:6],
         "goal only": lambda x: x[:, 2:4],
-        "object + goal + gripper": lambda x: x,
+        "object + goal + gripper": lambda x: x[:, :6],
+        "delta + height": lambda x: np.c_[x[:, 2:4] - x[:, 4:6], x[:, 6]],
+        "delta + height + grip state": lambda x: np.c_[x[:, 2:4] - x[:, 4:6], x[:, 6:8]],
         "nothing (training median)": None,
     }
     for label, f in sets.items():
