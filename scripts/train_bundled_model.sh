@@ -30,7 +30,9 @@ collect=(.venv/bin/rt2-ros collect --image-size 224 --shadows)
 mkdir -p "$data"
 collected() { [ -f "$data/$1/collect.json" ]; }
 noisy=(--exclude-objects purple --vqa-scenes 0 --action-noise)
-# Two lanes, one collection at a time each: each simulates on one core.
+# Two lanes, one collection at a time each: each simulates on one core. If one lane fails the
+# script stops, and the other lane with it.
+trap 'for lane in $(jobs -p); do pkill -P "$lane"; kill "$lane"; done 2>/dev/null || true' EXIT
 (
   collected A || "${collect[@]}" --episodes 450 --seed 1000 --out "$data/A" --action-noise 0.01 \
       --exclude-objects purple

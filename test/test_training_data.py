@@ -588,15 +588,16 @@ def test_collect_cli_runs_dagger_with_a_checkpoint(tiny_paligemma_dir, tmp_path,
                  "--device", "cpu", "--decoding", "median", "--threads", "1"])
     assert code == 0
     assert "rt2-ros collect: 1 torch intra-op thread(s)" in capsys.readouterr().err
-    assert main(["collect", "--episodes", "1", "--out", str(tmp_path / "e"), "--policy-model",
-                 str(tiny_paligemma_dir), "--threads", "-1"]) == 2
-    assert "--threads: expected an integer >= 0 (0: torch's default), got -1" in capsys.readouterr().err
-    assert not (tmp_path / "e").exists()
     summary = json.loads((out / "collect.json").read_text())
     assert summary["config"]["expert_share"] == 0.5, "the default share with a learner"
     assert summary["config"]["learner"] == str(tiny_paligemma_dir)
     assert summary["learner_steps"] + summary["learner_errors"] > 0
     assert read_episode(find_episodes(out)[0], ARM).info.relabelled
+    # A negative count is refused before anything is collected.
+    assert main(["collect", "--episodes", "1", "--out", str(tmp_path / "e"), "--policy-model",
+                 str(tiny_paligemma_dir), "--threads", "-1"]) == 2
+    assert "--threads: expected an integer >= 0 (0: torch's default), got -1" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
 
 
 def test_each_robot_source_keeps_its_own_cache_and_its_episode_names(tmp_path):

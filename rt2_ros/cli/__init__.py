@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-from rt2_ros.errors import Rt2RosError
+from rt2_ros.errors import ConfigError, Rt2RosError
 
 # Order = order in `rt2-ros --help`.
 SUBCOMMAND_MODULES = [
@@ -46,8 +46,6 @@ THREADS_HELP = ("torch intra-op threads of the learned policy (default 0: torch'
 def set_torch_threads(command: str, threads: int, learned_policy: bool) -> None:
     """Apply a command's ``--threads`` when it runs a ``learned_policy`` (0 leaves torch's default);
     a negative count is a ConfigError either way."""
-    from rt2_ros.errors import ConfigError
-
     if threads < 0:
         raise ConfigError(f"--threads: expected an integer >= 0 (0: torch's default), got {threads}")
     if threads and learned_policy:
