@@ -18,7 +18,7 @@ grounding points: where the action heads and where the gripper is):
   does clearly worse without it), and with the image split by whether the
   goal's patch was found (a model whose actions read what it attends to does
   clearly better where it was);
-* **plans** (checkpoints trained with ``--plan points`` or ``object_points``):
+* **plans** (checkpoints trained with ``--plan points``, ``object_points`` or ``object_points_hand``):
   the attention is read with the true plan written before the action
   (teacher forcing, as in training) at the positions that write each point's
   numbers (those the grounding loss points at that point, all heads; with
@@ -36,6 +36,8 @@ grounding points: where the action heads and where the gripper is):
   action ignores the goal's column it was given.  The same for the
   gripper's column: the way to go depends on where the gripper is too, which
   home-start episodes never vary (``rt2-ros collect --random-start`` does).
+  Under ``object_points_hand`` also the hand state's numbers: its height
+  written as 5 cm, then 30 cm, and the fingers as open (0), then closed (1).
 
 ``--decoding median`` scores the policy's actions under median decoding
 (README, Median decoding) instead of greedy.
@@ -64,19 +66,21 @@ _SHORT = {"goal": "goal", "gripper": "grip", "object": "obj"}   # table headers
 
 def _examples(episodes: list, embodiment, stride: int, plan: str):
     from rt2_ros.training.collate import Example
-    from rt2_ros.training.episodes import plan_point_names, sample_plan
+    from rt2_ros.training.episodes import plan_hand_numbers, plan_point_names, sample_plan
 
     names = plan_point_names(plan)
+    hand = plan_hand_numbers(plan)
     first, strided = [], []
     for episode in episodes:
         for index, step in enumerate(episode.steps):
             if step.points is None or any(n not in step.points for n in names):
                 raise SystemExit(f"{episode.path}: steps without the grounding points {', '.join(names)}; "
                                  f"collect with this version of rt2-ros collect")
-            text = sample_plan(plan, step.points, episode.info.objects)
+            text = sample_plan(plan, step.points, episode.info.objects, step.height, step.gripper_command)
             example = Example("robot", step.image, step.instruction,
                               tokens=embodiment.encode({n: step.action[n] for n in embodiment.names}),
-                              points=tuple(step.points[n] for n in names), plan=text)
+                              points=tuple(step.points[n] for n in names), plan=text,
+                              hand_numbers=hand if text else 0)
             if index == 0:
                 first.append(example)
             if index % stride == 0:
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from rt2_ros.policy.transformers_backend import TransformersPolicy
-    from rt2_ros.training.episodes import find_episodes, plan_point_names, read_episode
+    from rt2_ros.training.episodes import HAND_WORDS, find_episodes, plan_hand_numbers, plan_point_names, read_episode
 
     started = time.perf_counter()
     policy = TransformersPolicy.from_pretrained(args.model, dtype="float32", device="cpu", warmup=False,
@@ -283,16 +287,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in cells))
     if "plan_image" in errors:
         print("plan written vs the true one, first steps, mean |error| (256ths of the image):")
-        print("  " + " " * 27 + " ".join(f"{_SHORT[n] + ' ' + axis:>9}" for n in names for axis in ("col", "row")))
+        print("  " + " " * 27 + " ".join([f"{_SHORT[n] + ' ' + axis:>9}" for n in names for axis in ("col", "row")]
+                                          + [f"{word:>9}" for word in HAND_WORDS[:plan_hand_numbers(plan)]]))
         for key in ("image", "black"):
             print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in errors[f"plan_{key}"].mean(axis=0)))
         print("does the action follow the plan? first steps, true plan with one point's column written as 32, "
               "then 224 (the goal's: with the object's, under object_points): mean |change of the expected "
               "bin| per dim:")
         print("  " + " " * 27 + " ".join(f"{n:>9}" for n in embodiment.names))
-        for point in ("goal", "gripper"):
-            shift = plan_following(policy, first, point=point)
-            print(f"  {point + ' column 32 -> 224':<26} " + " ".join(f"{v:9.1f}" for v in shift.mean(axis=0)))
+        changes = [("goal", (32, 224)), ("gripper", (32, 224))]
+        if plan_hand_numbers(plan):
+            # The hand state's numbers: the height (cm) low, then high; the fingers open, then closed.
+            changes += [("height", (5, 30)), ("closed", (0, 1))]
+        for point, columns in changes:
+            shift = plan_following(policy, first, columns=columns, point=point)
+            label = f"{point} {columns[0]} -> {columns[1]}" if point in HAND_WORDS else f"{point} column 32 -> 224"
+            print(f"  {label:<26} " + " ".join(f"{v:9.1f}" for v in shift.mean(axis=0)))
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -68,7 +68,7 @@ def test_bench_refuses_a_layer_the_model_lacks(grounded_run):
         _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--layer", "7"])
 
 
-@pytest.mark.parametrize("plan", ["points", "object_points"])
+@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand"])
 def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, tmp_path, capsys, plan):
     data, _ = grounded_run
     checkpoint = tmp_path / "planning"
@@ -76,14 +76,16 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
                       max_steps=4, batch_size=4, warmup=0.0, eval_steps=0, eval_episodes=1, eval_vqa_images=0,
                       logging_steps=2, seed=0, use_cpu=True, grounding_weight=1.0, plan=plan,
                       cache_dir=str(tmp_path / "cache"), extra={"disable_tqdm": True}), log=lambda message: None)
-    points = 3 if plan == "object_points" else 2
+    points = 3 if plan.startswith("object_points") else 2
+    hand = 2 if plan == "object_points_hand" else 0
     assert _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "3"]) == 0
     out = capsys.readouterr().out
     assert "plan written vs the true one" in out, out
     hits = re.findall(r"(object patch \S+  )?goal patch \S+  gripper patch \S+  grounding loss", out)
-    assert len(hits) == 2 and all(bool(h) == (plan == "object_points") for h in hits), out
-    for point in ("goal", "gripper"):
-        row = re.search(rf"{point} column 32 -> 224((?:\s+\S+){{8}})$", out, re.MULTILINE)
+    assert len(hits) == 2 and all(bool(h) == plan.startswith("object_points") for h in hits), out
+    changes = ["goal column 32 -> 224", "gripper column 32 -> 224"] + ["height 5 -> 30", "closed 0 -> 1"][:hand]
+    for change in changes:
+        row = re.search(rf"{change}((?:\s+\S+){{8}})$", out, re.MULTILINE)
         assert row, out
         assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
     assert "greedy action vs the expert's" in out
@@ -92,7 +94,7 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
     assert "median action vs the expert's" in capsys.readouterr().out
     plan_rows = out.split("plan written vs the true one")[1]
     for key in ("image", "black"):
-        row = re.search(rf"^\s+{key} ((?:\s+\S+){{{2 * points}}})$", plan_rows, re.MULTILINE)
+        row = re.search(rf"^\s+{key} ((?:\s+\S+){{{2 * points + hand}}})$", plan_rows, re.MULTILINE)
         assert row, out
         assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
 

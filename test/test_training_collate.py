@@ -326,7 +326,7 @@ def test_points_plans_are_built_from_the_grounding_points():
     with pytest.raises(ConfigError, match="plan: 'points' needs robot samples with the grounding points "
                                           "goal, gripper.*1 of 1 lack them"):
         MixtureDataset(SampleSet("robot", [bare], pixels), None, arm, plan="points")
-    with pytest.raises(ConfigError, match="plan: expected one of none, points, object_points, got 'words'"):
+    with pytest.raises(ConfigError, match="plan: expected one of none, points, object_points, object_points_hand, got 'words'"):
         MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="words")
 
 
@@ -360,6 +360,56 @@ def test_object_points_plans_name_and_point_at_the_tasks_object_first():
         MixtureDataset(SampleSet("robot", [unnamed], pixels), None, arm, plan="object_points")
     with pytest.raises(ConfigError, match="object_name: expected the name of the task's object, got ' '"):
         points_plan(record["points"], " ")
+
+
+def test_hand_plans_add_the_hands_height_and_finger_state_after_the_points():
+    from rt2_ros.action_language import load_embodiment
+    from rt2_ros.errors import ConfigError
+    from rt2_ros.training.episodes import hand_plan
+
+    arm = load_embodiment("rt2_arm")
+    tokens = arm.encode({"terminate": False, "x": 0.01, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
+                         "yaw": 0.0, "gripper": 1.0})
+    record = {"instruction": "pick up the red cube", "tokens": tokens, "offset": 0, "shape": [4, 4, 3],
+              "objects": ["red cube"], "height": 0.3149, "gripper_command": 0.7,
+              "points": {"goal": [0.1, 0.9], "gripper": [0.5, 0.2], "object": [0.3, 0.6]}}
+    pixels = np.zeros(48, np.uint8)
+    item = MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="object_points_hand")[0]
+    assert item.plan == "red cube 76 153 goal 25 230 gripper 128 51 height 31 closed 1"
+    assert item.points == ((0.3, 0.6), (0.1, 0.9), (0.5, 0.2)) and item.hand_numbers == 2
+    # Before the first gripper command the fingers count as open; heights stay in 0..255 cm.
+    first = {k: v for k, v in record.items() if k != "gripper_command"}
+    assert MixtureDataset(SampleSet("robot", [first], pixels), None, arm,
+                          plan="object_points_hand")[0].plan.endswith("height 31 closed 0")
+    assert hand_plan(-0.02, 0.49) == "height 0 closed 0" and hand_plan(9.0, 1.0) == "height 255 closed 1"
+    with pytest.raises(ConfigError, match="height: expected the end effector's height in m"):
+        hand_plan(float("nan"), 0.0)
+    unposed = {k: v for k, v in record.items() if k != "height"}
+    with pytest.raises(ConfigError, match="'object_points_hand' needs each robot sample's hand height.*1 of 1"):
+        MixtureDataset(SampleSet("robot", [unposed], pixels), None, arm, plan="object_points_hand")
+
+
+def test_a_hand_plans_height_and_finger_state_are_asked_to_read_the_grippers_patch(paligemma):
+    robot = examples()[0]
+    robot.points = ((0.8, 0.1), (0.1, 0.9), (0.5, 0.2))
+    robot.plan = "red cube 200 30 goal 25 230 gripper 128 51 height 31 closed 1"
+    robot.hand_numbers = 2
+    batch, _ = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
+                           grounding=True).collate_with_meta([robot])
+    numbers = [int(p) for p in batch["plan_numbers"][0] if p >= 0]
+    assert [paligemma.tokenizer.decode([int(batch["input_ids"][0, p])]).strip() for p in numbers] == \
+        ["200", "30", "25", "230", "128", "51", "31", "1"]
+    queries = batch["grounding_queries"][0]
+    assert [torch.nonzero(queries[k]).flatten().tolist() for k in range(3)] == \
+        [[numbers[0] - 1, numbers[1] - 1], [numbers[2] - 1, numbers[3] - 1],
+         [numbers[4] - 1, numbers[5] - 1, numbers[6] - 1, numbers[7] - 1]]
+    # A plan whose numbers do not line up (no hand numbers declared) falls back to the whole plan.
+    robot.hand_numbers = 0
+    batch, meta = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
+                              grounding=True).collate_with_meta([robot])
+    start = meta.answer_start[0]
+    assert all(torch.nonzero(batch["grounding_queries"][0, k]).flatten().tolist()
+               == list(range(start - 1, start - 1 + meta.plan_length[0])) for k in range(3))
 
 
 def test_plan_given_items_teach_the_action_to_follow_the_plan(paligemma):

@@ -83,6 +83,23 @@ def _camera_depth_ratio(position):
     return position[1] / (position[0] - 0.02)
 
 
+def test_each_step_carries_the_hands_height_and_the_last_gripper_command_before_it(collected, tmp_path):
+    # What an object_points_hand plan writes: /ee_pose's z when the image was taken, and the gripper
+    # command of the step before (a step's own command is the action computed from that image).
+    for bag in find_episodes(collected):
+        episode = read_episode(bag, ARM)
+        heights = {mcap_io.stamp_to_ns(m.message.header.stamp): m.message.pose.position.z
+                   for m in mcap_io.read_messages(bag, ["/ee_pose"])}
+        assert [s.height for s in episode.steps] == [heights[s.stamp_ns] for s in episode.steps]
+        assert 0.0 < min(heights.values()) and max(heights.values()) < 0.6
+        assert episode.steps[0].gripper_command is None
+        assert [s.gripper_command for s in episode.steps[1:]] == [s.action["gripper"] for s in episode.steps[:-1]]
+    samples, _ = robot_samples([collected], ARM, image_size=24, cache_dir=tmp_path / "cache")
+    first, second = samples.records[:2]
+    assert first["height"] == pytest.approx(read_episode(find_episodes(collected)[0], ARM).steps[0].height)
+    assert "gripper_command" not in first and second["gripper_command"] == first["action"]["gripper"]
+
+
 def test_grounding_points_reach_the_training_examples(collected, tmp_path):
     from rt2_ros.training.collate import MixtureDataset
 
@@ -251,6 +268,32 @@ def test_actions_without_their_image_are_counted_not_guessed(tmp_path):
     assert len(episode.steps) == 1 and episode.skipped == 1
 
 
+def test_a_recorded_robots_pose_with_stamps_of_its_own_gives_the_height_before_the_image(tmp_path):
+    # rt2-ros record on a robot: /ee_pose at its own rate and stamps, the command after each action.
+    writer = mcap_io.BagWriter(tmp_path / "ep")
+    topics = EpisodeTopics()
+    for topic, msgtype in ((topics.camera, mcap_io.IMAGE), (topics.action, mcap_io.RT2_ACTION),
+                           (topics.ee_pose, mcap_io.POSE_STAMPED), (topics.gripper, mcap_io.FLOAT64)):
+        writer.add_topic(topic, msgtype)
+    bins = [0, 1, 2, 3, 4, 5, 6, 7]
+    for k, stamp in enumerate((1_000, 2_000, 3_000)):
+        for offset in (-700, -300):   # two poses between images, none at an image's stamp
+            writer.write(topics.ee_pose, stamp + offset, mcap_io.pose_stamped_message(
+                [0.4, 0.0, (stamp + offset) / 10_000], [1, 0, 0, 0], stamp + offset))
+        writer.write(topics.camera, stamp, mcap_io.image_message(np.zeros((8, 8, 3), np.uint8), stamp))
+        writer.write(topics.ee_pose, stamp + 100, mcap_io.pose_stamped_message([0.4, 0.0, 0.9], [1, 0, 0, 0],
+                                                                              stamp + 100))
+        writer.write(topics.action, stamp + 200, mcap_io.rt2_action_message(
+            stamp_ns=stamp, instruction="lift the cube", tokens=bins, action=ARM.decode(bins), embodiment=ARM,
+            step=k))
+        writer.write(topics.gripper, stamp + 300, mcap_io.float64_message(0.25 * (k + 1)))
+    writer.custom_data.update(EpisodeInfo("lift the cube", success=True).to_custom_data())
+    writer.close()
+    episode = read_episode(tmp_path / "ep", ARM)
+    assert [s.height for s in episode.steps] == pytest.approx([0.07, 0.17, 0.27])
+    assert [s.gripper_command for s in episode.steps] == [None, 0.25, 0.5]
+
+
 def test_ee_pose_actions_from_a_teleoperated_episode(tmp_path):
     from rt2_ros.sim.rotations import rpy_to_quat
 
@@ -279,6 +322,9 @@ def test_ee_pose_actions_from_a_teleoperated_episode(tmp_path):
     assert [s.tokens for s in episode.steps[:3]] == expected
     assert episode.steps[-1].tokens[0] == 1 and episode.steps[-1].action["gripper"] == 1.0
     assert episode.steps[0].instruction == "push the cube to the left"
+    # The hand's state at each frame: its height, and the last gripper command before it (frame 4's).
+    assert [s.height for s in episode.steps] == pytest.approx([0.2] * 4)
+    assert [s.gripper_command for s in episode.steps] == [None, None, 1.0, 1.0]
 
 
 def test_robot_sample_cache_is_built_once_and_filters_outcomes(tmp_path):

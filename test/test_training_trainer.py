@@ -237,10 +237,11 @@ def test_grounding_weight_teaches_the_answer_to_attend_to_the_point(tmp_path):
                           cache_dir=str(tmp_path / "cache"), use_cpu=True), log=lambda message: None)
 
 
-@pytest.mark.parametrize("plan", ["points", "object_points"])
+@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand"])
 def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, capsys, plan):
-    """--plan points / object_points: the checkpoint plans when loaded, writing the points' words and
-    numbers (after the object's name and point with object_points) before a legal action."""
+    """--plan points / object_points / object_points_hand: the checkpoint plans when loaded, writing the
+    points' words and numbers (after the object's name and point with object_points; followed by the
+    hand's height and finger state with object_points_hand) before a legal action."""
     rng = np.random.default_rng(4)
     for e in range(8):
         side = ("left", "right")[e % 2]
@@ -266,7 +267,12 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
         result = policy.act(scene(side, rng), f"push the red cube to the {side}")
         assert ARM.validate_tokens(result.tokens) == result.tokens
         words = result.plan.split()
-        if plan == "object_points":
+        if plan == "object_points_hand":
+            # The episodes' hand is 10 cm high, its gripper told to close from the first step on
+            # (so "closed 0" on first steps only, "closed 1" after).
+            assert words[-4:-1] == ["height", "10", "closed"] and words[-1] in ("0", "1"), result.plan
+            words = words[:-4]
+        if plan.startswith("object_points"):
             # "red cube C R" first: the cube where the goal is.
             assert words[:2] == ["red", "cube"] and len(words) == 10, result.plan
             assert [abs(int(a) - int(b)) <= 16 for a, b in zip(words[2:4], words[5:7])] == [True, True], result.plan
@@ -289,3 +295,30 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
     assert code == 2
     error = capsys.readouterr().err
     assert "plan_given_fraction: 0.5 gives robot samples their plan, but plan is 'none'" in error
+
+
+def test_a_checkpoint_without_a_plans_words_gets_them_before_training(tiny_paligemma_dir, tmp_path):
+    """Fine-tuning a word-level checkpoint (one trained before the hand plan existed) to write
+    "height" and "closed": they are added as tokens instead of becoming <unk>."""
+    from transformers import AutoTokenizer
+
+    before = AutoTokenizer.from_pretrained(tiny_paligemma_dir)
+    assert before.unk_token_id in before(" height closed", add_special_tokens=False)["input_ids"]
+    rng = np.random.default_rng(5)
+    for e in range(2):
+        write_push_episode(tmp_path / "episodes" / f"ep{e}", ("left", "right")[e], 3, rng,
+                           points={"goal": (0.25, 0.5), "gripper": (0.5, 0.9), "object": (0.25, 0.5)})
+    lines: list[str] = []
+    out = tmp_path / "ckpt"
+    train(TrainConfig(output_dir=str(out), model=str(tiny_paligemma_dir), data=(str(tmp_path / "episodes"),),
+                      robot_fraction=1.0, plan="object_points_hand", max_steps=2, batch_size=2, eval_steps=0,
+                      eval_episodes=0, cache_dir=str(tmp_path / "cache"), use_cpu=True,
+                      extra={"disable_tqdm": True}), log=lines.append)
+    added = [line for line in lines if line.startswith("plan: added the words ")]
+    assert len(added) == 1 and "height, closed to the tokenizer" in added[0], lines
+    after = AutoTokenizer.from_pretrained(out)
+    ids = after(" height 10 closed 1", add_special_tokens=False)["input_ids"]
+    assert after.unk_token_id not in ids and min(ids[0], ids[2]) >= len(before)
+    policy = TransformersPolicy.from_pretrained(out, dtype="float32", device="cpu", warmup=False)
+    assert policy.model.get_output_embeddings().weight.shape[0] >= len(after)
+    assert ARM.validate_tokens(policy.act(scene("left", rng), "push the red cube to the left").tokens)

@@ -22,6 +22,7 @@ from typing import Any
 from rt2_ros.cli import THREADS_HELP, set_torch_threads
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.config import DECODINGS
+from rt2_ros.training.episodes import PLAN_KINDS
 
 
 def _log(message: str) -> None:
@@ -136,13 +137,16 @@ def register(subparsers: Any) -> None:
                             "plan's numbers; 0 = off (docs/training.md)")
     train.add_argument("--grounding-layer", type=int, default=-1,
                        help="decoder layer whose attention the grounding loss supervises (-1: the middle one)")
-    train.add_argument("--plan", choices=["none", "points", "object_points"], default="none",
+    train.add_argument("--plan", choices=list(PLAN_KINDS), default="none",
                        help="chain of thought for robot answers: 'points' trains the model to write where the "
                             "action heads and where the gripper is ('Plan: goal C R gripper C R Action: ...', "
                             "from the episodes' grounding points) before the action; 'object_points' first "
                             "names the task's object and where it is, as a 'where is the X?' answer would "
-                            "('Plan: green sphere C R goal C R gripper C R Action: ...'); the checkpoint is "
-                            "then loaded with chain of thought on")
+                            "('Plan: green sphere C R goal C R gripper C R Action: ...'); "
+                            "'object_points_hand' then adds the hand's height in cm and whether the fingers "
+                            "were last told to close ('... gripper C R height H closed 0|1 Action: ...', from "
+                            "the episodes' end-effector pose and gripper commands); the checkpoint is then "
+                            "loaded with chain of thought on")
     train.add_argument("--plan-given-fraction", type=float, default=0.0, metavar="F",
                        help="with --plan: this fraction of robot samples is trained as plan -> action only: "
                             "the image is another sample's, the plan is given (no loss on it), so the action "

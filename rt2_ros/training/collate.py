@@ -49,6 +49,11 @@ the action tokens read them from text it wrote, not only from image tokens.
 ``plan="object_points"`` first names the task's object and points at it in
 the words of a "where is the X?" answer (``Plan: green sphere 211 175 goal
 ...``), so the plan starts with the skill the pointing questions teach.
+``plan="object_points_hand"`` adds the hand's state after the points
+(``... gripper 127 201 height 31 closed 0``: the end effector's height in cm
+and whether the fingers were last told to close), which two image points
+cannot say; with grounding, those two numbers are asked to read the
+gripper's patch.
 Items with ``plan_given`` (``MixtureDataset(plan_given_fraction=...)``) take
 the plan as context: no loss on it, only on the action and eos.
 """
@@ -63,7 +68,7 @@ from rt2_ros.action_language import Embodiment, TokenScheme
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
 from rt2_ros.policy.profiles import PROFILES
-from rt2_ros.training.episodes import PLAN_KINDS, plan_point_names, sample_plan
+from rt2_ros.training.episodes import PLAN_KINDS, plan_hand_numbers, plan_point_names, sample_plan
 from rt2_ros.training.samples import SampleSet
 
 __all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "GROUNDING_KEYS", "Example", "MixtureDataset", "Rt2Collator",
@@ -90,6 +95,9 @@ class Example:
     plan: str | None = None
     #: robot with a plan: the plan is context, not a target (no loss on it; see ``plan_given_fraction``)
     plan_given: bool = False
+    #: robot with a plan: integers the plan writes after its points' (the hand state's), each
+    #: asked to read the last point (the gripper's) with grounding
+    hand_numbers: int = 0
 
 
 class MixtureDataset:
@@ -135,11 +143,18 @@ class MixtureDataset:
                                   f"{', '.join(wanted)} (rt2-ros collect records them; bags collected before "
                                   f"the object point was recorded have goal and gripper only), {missing} of "
                                   f"{len(records)} lack them")
-        if plan == "object_points":
+        if plan.startswith("object_points"):
             unnamed = sum(1 for r in records if not r.get("objects"))
             if unnamed:
-                raise ConfigError(f"plan: 'object_points' needs each robot sample's task object (the "
+                raise ConfigError(f"plan: {plan!r} needs each robot sample's task object (the "
                                   f"episode's rt2_ros.objects), {unnamed} of {len(records)} have none")
+        self._hand_numbers = plan_hand_numbers(plan)
+        if self._hand_numbers:
+            unposed = sum(1 for r in records if r.get("height") is None)
+            if unposed:
+                raise ConfigError(f"plan: {plan!r} needs each robot sample's hand height (the episode's "
+                                  f"end-effector pose topic at the image; samples cached before rt2_ros.samples/5 "
+                                  f"lack it and are rebuilt), {unposed} of {len(records)} have none")
         if cache_embodiment is None or cache_embodiment == embodiment:
             self._tokens = [list(r["tokens"]) for r in records]
         else:
@@ -170,13 +185,15 @@ class MixtureDataset:
             record = self.robot.records[index]
             named = record.get("points")
             points = tuple(tuple(named[n]) for n in self._point_names) if named else None
-            plan = sample_plan(self.plan, named, record.get("objects", ()))
+            plan = sample_plan(self.plan, named, record.get("objects", ()), record.get("height"),
+                               record.get("gripper_command"))
             if self.plan_given_fraction and self._draws.random() < self.plan_given_fraction:
                 other = int(self._draws.integers(self.robot_count))
                 return Example("robot", np.asarray(self.robot.image(other)), record["instruction"],
                                tokens=self._tokens[index], plan=plan, plan_given=True)
             return Example("robot", np.asarray(self.robot.image(index)), record["instruction"],
-                           tokens=self._tokens[index], points=points, plan=plan)
+                           tokens=self._tokens[index], points=points, plan=plan,
+                           hand_numbers=self._hand_numbers if plan else 0)
         index -= self.robot_count
         record = self.vqa.records[index]
         point = record.get("point")
@@ -350,11 +367,15 @@ class Rt2Collator:
                 queries[row, start - 1:start - 1 + asked] = True
                 continue
             own = numbers[row]
-            if meta.plan_length[row] and len(own) == 2 * len(example.points):
+            pairs = 2 * len(example.points)
+            if meta.plan_length[row] and len(own) == pairs + example.hand_numbers:
                 # The positions whose logits predict point k's column and row.
                 for k in range(len(example.points)):
                     for position in own[2 * k:2 * k + 2]:
                         queries[row, k, position - 1] = True
+                # The hand's height and finger state are read where the hand is: the last point.
+                for position in own[pairs:]:
+                    queries[row, len(example.points) - 1, position - 1] = True
             else:
                 # No plan (a VQA point), or numbers that do not line up with the points (a
                 # tokenizer that splits them): every point is asked for by the whole plan/answer.

@@ -47,7 +47,11 @@ From episode to samples
 ``action_source="rt2_action"``: each RT2Action is one sample, paired with the
 camera image whose header stamp equals the action's (the stamp contract of
 DESIGN section 4).  Its bins are kept when the action's embodiment is the
-training one; otherwise its per-dim ``values`` are re-encoded.
+training one; otherwise its per-dim ``values`` are re-encoded.  Each step
+also carries the hand's state when the image was taken: the ``ee_pose``
+z stamped at or last before the image (``height``) and the last gripper
+command logged before the step's action (``gripper_command``: the previous
+step's), which ``--plan object_points_hand`` writes.
 
 ``action_source="ee_pose"`` (teleoperated demonstrations, no RT2Action): the
 camera stream is sampled at ``control_rate_hz``; the action of step k is the
@@ -71,8 +75,9 @@ from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.mcap_io import BagError, BagWriter
 
-__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "REQUIRED_POINTS", "POINT_BINS", "PLAN_KINDS", "point_bin",
-           "plan_point_names", "sample_plan", "points_plan", "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep",
+__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "REQUIRED_POINTS", "POINT_BINS", "PLAN_KINDS", "HAND_WORDS",
+           "point_bin", "plan_point_names", "plan_hand_numbers", "sample_plan", "points_plan", "hand_plan",
+           "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep",
            "Episode", "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
@@ -85,8 +90,11 @@ GROUNDING_POINTS = ("goal", "gripper", "object")
 REQUIRED_POINTS = ("goal", "gripper")
 #: What robot answers plan before the action: nothing; the goal and gripper image points
 #: ("points"); or first the task's object named and pointed at as a "where is the X?" answer
-#: does, then the goal and gripper ("object_points").
-PLAN_KINDS = ("none", "points", "object_points")
+#: does, then the goal and gripper ("object_points"); or that and then the hand's state: its
+#: height and whether the fingers were last told to close ("object_points_hand").
+PLAN_KINDS = ("none", "points", "object_points", "object_points_hand")
+#: The words of a plan's hand state, each followed by its integer (see :func:`hand_plan`).
+HAND_WORDS = ("height", "closed")
 
 
 #: Image points as text: column and row in 256ths of the width and height (the simulator's
@@ -104,15 +112,46 @@ def plan_point_names(kind: str) -> tuple[str, ...]:
     the order its plan writes them (no plan: the goal and the gripper)."""
     if kind not in PLAN_KINDS:
         raise ConfigError(f"plan: expected one of {', '.join(PLAN_KINDS)}, got {kind!r}")
-    return ("object", *REQUIRED_POINTS) if kind == "object_points" else REQUIRED_POINTS
+    return ("object", *REQUIRED_POINTS) if kind.startswith("object_points") else REQUIRED_POINTS
 
 
-def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Iterable[str]) -> str | None:
-    """The plan a robot sample with these grounding ``points`` and task ``objects`` writes under plan
-    ``kind`` (None without a plan)."""
+def plan_hand_numbers(kind: str) -> int:
+    """How many integers plan ``kind`` writes after its points (the hand state's: 0 or 2)."""
+    plan_point_names(kind)  # validates kind
+    return len(HAND_WORDS) if kind == "object_points_hand" else 0
+
+
+def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Iterable[str],
+                height: float | None = None, gripper_command: float | None = None) -> str | None:
+    """The plan a robot sample with these grounding ``points``, task ``objects`` and hand state
+    (``height``, ``gripper_command``: see :class:`EpisodeStep`; only ``object_points_hand`` uses them)
+    writes under plan ``kind`` (None without a plan)."""
     if kind == "none":
         return None
-    return points_plan(points, next(iter(objects)) if kind == "object_points" else None)
+    text = points_plan(points, next(iter(objects)) if kind.startswith("object_points") else None)
+    if plan_hand_numbers(kind):
+        text += " " + hand_plan(height, gripper_command)
+    return text
+
+
+def hand_plan(height: float | None, gripper_command: float | None) -> str:
+    """The hand's state as plan text: ``"height 31 closed 0"``.
+
+    ``height`` is the end effector's z in the episode's base frame (m), written
+    in whole centimetres (0..POINT_BINS-1, like a point's numbers); ``closed``
+    is 1 when the last gripper command before the image asked for at least
+    half closed (0 = open, 1 = closed), 0 before any command.  Two image
+    points cannot say how high the hand is or whether it holds something; the
+    action depends on both (docs/training.md section 6, item 11).
+    """
+    if height is None or not math.isfinite(float(height)):
+        raise ConfigError(f"height: expected the end effector's height in m (the episode's {EpisodeTopics.ee_pose} "
+                          f"at the image), got {height!r}")
+    if gripper_command is not None and not math.isfinite(float(gripper_command)):
+        raise ConfigError(f"gripper_command: expected a finite closedness 0..1 or None, got {gripper_command!r}")
+    centimetres = min(max(int(round(float(height) * 100)), 0), POINT_BINS - 1)
+    closed = int(gripper_command is not None and float(gripper_command) >= 0.5)
+    return f"{HAND_WORDS[0]} {centimetres} {HAND_WORDS[1]} {closed}"
 
 
 def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None = None) -> str:
@@ -247,6 +286,10 @@ class EpisodeStep:
     embodiment: str
     #: image points by name (GROUNDING_POINTS), (x, y) fractions of the image; None when not recorded
     points: dict[str, tuple[float, float]] | None = None
+    #: the end effector's z (m, the ee_pose topic's frame) when the image was taken; None without a pose
+    height: float | None = None
+    #: the last gripper command (closedness 0..1) sent before the image; None before the first one
+    gripper_command: float | None = None
 
 
 @dataclass
@@ -391,9 +434,18 @@ def _read_rt2_actions(path: Path, topics: EpisodeTopics, embodiment: Embodiment,
     instruction = info.instruction
     grounding = {getattr(topics, f"grounding_{name}"): name for name in GROUNDING_POINTS}
     points: dict[int, dict[str, tuple[float, float]]] = {}
-    wanted = [topics.camera, topics.instruction, topics.action, *grounding]
+    heights: list[tuple[int, float]] = []   # the latest end-effector heights, in log order
+    gripper_command: float | None = None
+    wanted = [topics.camera, topics.instruction, topics.action, topics.ee_pose, topics.gripper, *grounding]
     for item in mcap_io.read_messages(path, wanted):
-        if item.topic in grounding:
+        if item.topic == topics.ee_pose:
+            heights.append((mcap_io.stamp_to_ns(item.message.header.stamp), float(item.message.pose.position.z)))
+            if len(heights) > _IMAGE_BUFFER:
+                del heights[:len(heights) - _IMAGE_BUFFER]
+        elif item.topic == topics.gripper:
+            # Sent after the action of its step: at the next action it is the last command before.
+            gripper_command = _float_data(item.message)
+        elif item.topic in grounding:
             # Written before the action of the same stamp, so the step below finds them.
             point = item.message.point
             points.setdefault(mcap_io.stamp_to_ns(item.message.header.stamp), {})[grounding[item.topic]] = \
@@ -419,8 +471,22 @@ def _read_rt2_actions(path: Path, topics: EpisodeTopics, embodiment: Embodiment,
                                              tokens=tokens, action=action, stamp_ns=stamp,
                                              embodiment=embodiment.name,
                                              points=found if found and all(n in found for n in REQUIRED_POINTS)
-                                             else None))
+                                             else None,
+                                             height=_height_at(heights, stamp), gripper_command=gripper_command))
     return episode
+
+
+def _height_at(heights: list[tuple[int, float]], stamp: int) -> float | None:
+    """The latest height stamped at or before ``stamp`` (the collector writes the pose with the image's
+    stamp; a recorded robot's pose topic has stamps of its own)."""
+    before = [(t, z) for t, z in heights if t <= stamp]
+    return max(before)[1] if before else None
+
+
+def _float_data(message: Any) -> float:
+    """A std_msgs/Float64 (or a Float64MultiArray's first element) as a float."""
+    data = message.data
+    return float(data) if np.ndim(data) == 0 else float(np.asarray(data).reshape(-1)[0])
 
 
 def _pose_at(poses: list[tuple[int, np.ndarray, np.ndarray]], stamp: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -459,9 +525,7 @@ def _read_ee_pose(path: Path, topics: EpisodeTopics, embodiment: Embodiment, inf
                           np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y,
                                     pose.orientation.z])))
         else:
-            data = item.message.data
-            value = float(data) if np.ndim(data) == 0 else float(np.asarray(data).reshape(-1)[0])
-            grips.append((item.timestamp, value))
+            grips.append((item.timestamp, _float_data(item.message)))
     if not poses:
         raise BagError(f"{path}: action_source ee_pose needs {topics.ee_pose} messages, the bag has none")
     poses.sort(key=lambda p: p[0])
@@ -482,18 +546,29 @@ def _read_ee_pose(path: Path, topics: EpisodeTopics, embodiment: Embodiment, inf
         values = {"x": then[0][0] - now[0][0], "y": then[0][1] - now[0][1], "z": then[0][2] - now[0][2],
                   "roll": rotation[0], "pitch": rotation[1], "yaw": rotation[2],
                   "gripper": grips[g][1] if g >= 0 else 0.0, "terminate": False}
-        episode.steps.append(_make_step(embodiment, image, camera_type, instruction, stamp, values, path))
+        episode.steps.append(_make_step(embodiment, image, camera_type, instruction, stamp, values, path,
+                                        height=float(now[0][2]), gripper_command=_command_before(grips, stamp)))
     if frames and info.success:
         stamp, image = frames[-1]
         g = len(grips) - 1
         values = {"x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0, "yaw": 0.0,
                   "gripper": grips[g][1] if g >= 0 else 0.0, "terminate": True}
-        episode.steps.append(_make_step(embodiment, image, camera_type, instruction, stamp, values, path))
+        now = _pose_at(poses, stamp)
+        episode.steps.append(_make_step(embodiment, image, camera_type, instruction, stamp, values, path,
+                                        height=None if now is None else float(now[0][2]),
+                                        gripper_command=_command_before(grips, stamp)))
     return episode
 
 
+def _command_before(grips: list[tuple[int, float]], stamp: int) -> float | None:
+    """The last gripper command logged before ``stamp`` (None before the first)."""
+    g = int(np.searchsorted([t for t, _ in grips], stamp, side="left")) - 1
+    return grips[g][1] if g >= 0 else None
+
+
 def _make_step(embodiment: Embodiment, image: Any, camera_type: str, instruction: str, stamp: int,
-               values: Mapping[str, Any], path: Path) -> EpisodeStep:
+               values: Mapping[str, Any], path: Path, height: float | None = None,
+               gripper_command: float | None = None) -> EpisodeStep:
     action = {name: values[name] for name in embodiment.names}
     try:
         tokens = embodiment.encode(action)
@@ -501,7 +576,7 @@ def _make_step(embodiment: Embodiment, image: Any, camera_type: str, instruction
         raise BagError(f"{path}: step at {stamp} ns: {exc}") from None
     return EpisodeStep(image=mcap_io.image_to_rgb(image, camera_type), instruction=instruction,
                        tokens=tokens, action=embodiment.decode(tokens), stamp_ns=stamp,
-                       embodiment=embodiment.name)
+                       embodiment=embodiment.name, height=height, gripper_command=gripper_command)
 
 
 def read_episode(path: str | Path, embodiment: Embodiment, *, topics: EpisodeTopics | None = None,

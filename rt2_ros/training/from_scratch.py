@@ -46,7 +46,8 @@ _SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
 # The prompts, and the markers and words of a chain-of-thought answer (``--plan points``), so a
 # checkpoint trained without plans can be fine-tuned to plan.
 _PROMPT_TEXTS = ("Q: what action should the robot take to ? A:",
-                 "In: What action should the robot take to ?\nOut:", "Plan: goal gripper Action:")
+                 "In: What action should the robot take to ?\nOut:",
+                 "Plan: goal gripper height closed Action:")
 
 
 def words_of(texts: Iterable[str]) -> list[str]:

@@ -14,9 +14,10 @@ deployed model does as long as it is right, so:
   (the simulator's "where is the X?": column and row in 256ths of the image),
   the mean |predicted - true| of both numbers read from those argmax tokens;
   an answer that is not two integers counts 128 (half the range);
-* **plan point error**: for robot answers with a plan (``plan="points"`` or ``"object_points"``), the
-  mean |predicted - true| of the plan's integers (goal and gripper column and
-  row), read from the argmax over free-text ids at the plan's positions; a
+* **plan point error**: for robot answers with a plan (``plan="points"``, ``"object_points"`` or
+  ``"object_points_hand"``), the mean |predicted - true| of the plan's integers
+  (each point's column and row; under ``object_points_hand`` also the hand's
+  height in cm and its 0/1 finger state), read from the argmax over free-text ids at the plan's positions; a
   plan whose integers do not line up with the label's counts 128.  Action
   metrics are taken at the action's own positions, after the plan.
 

@@ -5,11 +5,12 @@ dominate a CPU training run, so each data source is converted once into a
 cache directory::
 
     <cache>/<kind>-<key>/
-        manifest.json   {"format": "rt2_ros.samples/4", "kind": "robot"|"vqa", "key": {...}, "count": N, ...}
+        manifest.json   {"format": "rt2_ros.samples/5", "kind": "robot"|"vqa", "key": {...}, "count": N, ...}
         pixels.npy      every image's RGB bytes, concatenated (uint8, memory-mapped when read)
         index.jsonl     one record per sample: "offset", "shape" (H, W, 3) into pixels.npy, and
                         robot: "episode", "step", "instruction", "tokens", "action", "success",
-                               "objects", optionally "points" ({"goal": [x, y], "gripper": [x, y][, "object": [x, y]]})
+                               "objects", optionally "points" ({"goal": [x, y], "gripper": [x, y][, "object": [x, y]]}),
+                               "height" (m) and "gripper_command" (see EpisodeStep)
                         vqa:   "question", "answer", "source", optionally "point"
 
 Robot sources are directories of rosbag2 episodes or LeRobot v3 dataset
@@ -48,7 +49,7 @@ from rt2_ros.training.vqa_data import VqaItem, iter_vqa_source
 __all__ = ["SAMPLES_FORMAT", "OUTCOME_FILTERS", "SampleSet", "resize_shorter_side", "robot_samples",
            "vqa_samples", "source_fingerprint"]
 
-SAMPLES_FORMAT = "rt2_ros.samples/4"
+SAMPLES_FORMAT = "rt2_ros.samples/5"
 #: Which episodes become training data: ``success`` only, ``not-failed`` (success or unknown), ``all``.
 OUTCOME_FILTERS = ("success", "not-failed", "all")
 #: What a robot source's summary counts (summed over sources).
@@ -318,6 +319,9 @@ def _robot_generator(episodes: Iterable[tuple[str, Episode]], image_size: int, o
                 "success": success, "objects": list(episode.info.objects)}
             if step.points:
                 record["points"] = {name: list(point) for name, point in step.points.items()}
+            for state in ("height", "gripper_command"):
+                if getattr(step, state) is not None:
+                    record[state] = float(getattr(step, state))
             yield resize_shorter_side(step.image, image_size), record
 
 

@@ -36,7 +36,7 @@ from rt2_ros.errors import ActionLanguageError, ConfigError
 from rt2_ros.policy.profiles import PROFILES, read_checkpoint_metadata, resolve_action_setup
 from rt2_ros.training.checkpoint import (BOUNDS_CHOICES, SCHEME_CHOICES, action_statistics, checkpoint_metadata,
                                          choose_scheme, fit_embodiment, reinitialize_rows)
-from rt2_ros.training.episodes import ACTION_SOURCES, GROUNDING_POINTS, PLAN_KINDS, points_plan
+from rt2_ros.training.episodes import ACTION_SOURCES, GROUNDING_POINTS, PLAN_KINDS, hand_plan, points_plan
 from rt2_ros.training.lerobot_data import LeRobotOptions, parse_action_map
 from rt2_ros.training.samples import OUTCOME_FILTERS, SampleSet
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
@@ -93,7 +93,8 @@ class TrainConfig:
     grounding_weight: float = 0.0              # weight of the attention-on-the-point loss (0 = off)
     grounding_layer: int = -1                  # decoder layer whose attention it supervises (-1 = middle)
     plan: str = "none"                         # robot answers: "points" plans goal + gripper points first,
-                                               # "object_points" the task's object's point before them
+                                               # "object_points" the task's object's point before them,
+                                               # "object_points_hand" the hand's height and fingers after
     plan_given_fraction: float = 0.0           # robot samples trained as plan -> action only (see collate)
     lerobot_camera: str = ""                   # LeRobot datasets: the camera feature ("" = the only one)
     lerobot_action_map: str = ""               # LeRobot datasets: "x=0,y=1,..." ("" = by action names)
@@ -155,7 +156,7 @@ class TrainConfig:
         expect_number("plan_given_fraction", self.plan_given_fraction, low=0.0, high=1.0)
         if self.plan_given_fraction and self.plan == "none":
             raise ConfigError(f"plan_given_fraction: {self.plan_given_fraction} gives robot samples their "
-                              f"plan, but plan is 'none' (set plan to 'points' or 'object_points')")
+                              f"plan, but plan is 'none' (set plan to one of {', '.join(PLAN_KINDS[1:])})")
         expect_str("lerobot_camera", self.lerobot_camera)
         expect_str("lerobot_action_map", self.lerobot_action_map)
         parse_action_map("lerobot_action_map", self.lerobot_action_map)
@@ -243,11 +244,40 @@ def _training_texts(robot: SampleSet | None, vqa: SampleSet | None, profile: str
         if plan != "none":
             # The plan's words: the point names (and, with object_points, the objects' names,
             # which the instructions already hold).
-            texts.append(points_plan({name: (0.5, 0.5) for name in GROUNDING_POINTS}))
+            texts.append(_plan_words(plan))
     if vqa is not None:
         texts.extend(r["question"] for r in vqa.records)
         texts.extend(r["answer"] for r in vqa.records)
     return texts
+
+
+def _plan_words(plan: str) -> str:
+    """Every word a plan of kind ``plan`` can write, numbers aside (objects' names come from the
+    instructions)."""
+    text = points_plan({name: (0.5, 0.5) for name in GROUNDING_POINTS})
+    return text + " " + hand_plan(0.0, 0.0) if plan == "object_points_hand" else text
+
+
+def _add_missing_plan_words(model: Any, processor: Any, plan: str, log: Callable[[str], None]) -> None:
+    """Give a word-level tokenizer (``--from-scratch`` checkpoints) the plan words it lacks.
+
+    A checkpoint trained before a plan kind existed maps the new words to
+    ``<unk>``; the plan would then lose them when decoded.  They are added as
+    tokens with fresh embedding rows (subword tokenizers spell any word and
+    are left alone).
+    """
+    tokenizer = processor.tokenizer
+    unknown = tokenizer.unk_token_id
+    if plan == "none" or unknown is None:
+        return
+    missing = [w for w in _plan_words(plan).split()
+               if not w.isdigit() and unknown in tokenizer(" " + w, add_special_tokens=False)["input_ids"]]
+    if not missing:
+        return
+    tokenizer.add_tokens(list(dict.fromkeys(missing)))
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    log(f"plan: added the words {', '.join(dict.fromkeys(missing))} to the tokenizer (ids from "
+        f"{len(tokenizer) - len(set(missing))}; the checkpoint did not know them)")
 
 
 def _load_pretrained(config: TrainConfig) -> tuple[Any, Any]:
@@ -538,6 +568,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     if config.from_scratch:
         model, processor = build_scratch_vlm(config.from_scratch, texts, seed=config.seed,
                                              image_size=config.image_size or None)
+    else:
+        _add_missing_plan_words(model, processor, config.plan, log)
     scheme, reinit = _scheme_for(config, model, processor, texts, embodiment)
     if reinit:
         reinitialize_rows(model, scheme.action_ids(), seed=config.seed)
