@@ -10,22 +10,23 @@
 #      attention pointed at the object (--grounding-weight), then 1500 steps more with the
 #      gripper questions added (item 10 there: off by 9/256 on random starts after it);
 #   3. co-fine-tuning from it on all the episodes + VQA + both kinds of point questions, each
-#      robot answer a point plan and the action (--plan object_points:
-#      "Plan: green sphere C R goal C R gripper C R Action: ...").
+#      robot answer a plan and the action (--plan object_points_hand: "Plan: green sphere C R
+#      goal C R gripper C R height H closed 0|1 Action: ..."; PLAN=object_points leaves the
+#      hand's state out, as in item 11).
 # With ROBOT_ONLY=1 step 3 leaves the VQA out (robot fraction 1.0): the baseline of the
 # seen/unseen experiment (scripts/seen_unseen_experiment.sh).
 # It trains into models/rt2_tabletop_cofinetuned (OUT=... elsewhere), not models/rt2_tabletop:
 # `make demo` runs whatever checkpoint sits there, so a model is bundled by copying it there
 # only after `rt2-ros eval` has shown it solves the seen tasks.
 # About 66 minutes on 2 cores; DATA (default data/sim) keeps what is collected, for reruns.
-# Measured (docs/training.md section 6, item 11): 0/40 seen episodes; its plans are the best
-# measured but its action hardly follows them, and the arm barely leaves home. Earlier versions
-# (items 7-10, in the git history) also solved 0/40 from one run.
+# Measured (docs/training.md section 6, item 12): 0/40 seen episodes; the action follows its plan
+# and the arm comes down to the object (median closest approach 11-19 cm; with object_points,
+# item 11: 21-23 cm), then stops beside it. Earlier versions (items 7-11) also solved 0/40.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${DATA:-data/sim}"
 steps="${STEPS:-6000}"
-plan="${PLAN:-object_points}"   # or points (docs/training.md section 6, items 4-7)
+plan="${PLAN:-object_points_hand}"   # or object_points, points (docs/training.md section 6, items 4-11)
 collect=(.venv/bin/rt2-ros collect --image-size 224 --shadows)
 mkdir -p "$data"
 collected() { [ -f "$data/$1/collect.json" ]; }

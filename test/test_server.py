@@ -514,7 +514,7 @@ def test_rt2_ros_serve_command_serves_the_tiny_model(tiny_paligemma_dir):
            "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "rt2_ros.cli", "serve", "--model", str(tiny_paligemma_dir),
                "--port", "0", "--device", "cpu", "--dtype", "float32",
-               "--api-key-env", "RT2_TEST_SERVE_KEY", "--served-model-name", "tiny"]
+               "--api-key-env", "RT2_TEST_SERVE_KEY", "--served-model-name", "tiny", "--threads", "1"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     try:
@@ -534,7 +534,9 @@ def test_rt2_ros_serve_command_serves_the_tiny_model(tiny_paligemma_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    assert proc.returncode in (0, 130), proc.stderr.read()
+    err = proc.stderr.read()
+    assert proc.returncode in (0, 130), err
+    assert "rt2-ros serve: 1 torch intra-op thread(s)" in err, err
 
 
 def test_rt2_ros_serve_refuses_bad_arguments_with_one_line(monkeypatch, capsys):
@@ -547,3 +549,5 @@ def test_rt2_ros_serve_refuses_bad_arguments_with_one_line(monkeypatch, capsys):
     assert err.count("\n") == 1 and "RT2_UNSET_KEY_VARIABLE" in err
     assert main(["serve", "--model", "/nonexistent", "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err
+    assert main(["serve", "--model", "/nonexistent", "--threads", "-1"]) == 2
+    assert "--threads: expected an integer >= 0 (0: torch's default), got -1" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 ::
 
     rt2-ros serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key-env NAME]
-                  [--max-batch 8] [--max-wait-ms 5] ...
+                  [--max-batch 8] [--max-wait-ms 5] [--threads N] ...
 
 Loads the checkpoint with the ``transformers`` backend, binds, prints one
 JSON line ``{"url", "model", "profile", "embodiment", "auth", ...}`` on
@@ -19,6 +19,7 @@ import socket
 import sys
 from typing import Any
 
+from rt2_ros.cli import THREADS_HELP
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.config import DECODINGS
 
@@ -51,6 +52,7 @@ def register(subparsers: Any) -> None:
     model.add_argument("--unnorm-key", default="", help="openvla: dataset statistics to use")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     model.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    model.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     model.add_argument("--quantization", default="none", choices=("none", "8bit", "4bit"))
     model.add_argument("--attn-implementation", default="")
     model.add_argument("--trust-remote-code", action="store_true")
@@ -104,7 +106,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, bind, print the JSON line and serve until interrupted."""
-    from rt2_ros.cli import print_json
+    from rt2_ros.cli import print_json, set_torch_threads
     from rt2_ros.policy.config import PolicyConfig
     from rt2_ros.policy.remote import read_api_key
     from rt2_ros.policy.server import ServerSettings
@@ -114,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile: give both or neither")
     api_key = read_api_key(args.api_key_env)
+    set_torch_threads("serve", args.threads, learned_policy=True)
     settings = ServerSettings(
         model_name=args.served_model_name or args.model, profile=args.profile, api_key=api_key,
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,

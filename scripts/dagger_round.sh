@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One DAgger round on the bundled-model recipe (docs/training.md section 6, item 12):
+#   1. the checkpoint MODEL drives half the steps of 2 x EPISODES simulated episodes (two
+#      collections at once, one core and one torch thread each), the expert labelling every step
+#      (`rt2-ros collect --policy-model`);
+#   2. 3000 steps from MODEL on the data of scripts/train_bundled_model.sh, the relabelled
+#      episodes of this and all earlier rounds (DATA/DG*), the same VQA and hints, lr 5e-4 constant.
+# Usage: MODEL=GH OUT=GHD ROUND=1 [DATA=data/sim] [EPISODES=250] [STEPS=3000] scripts/dagger_round.sh
+# Round N collects DATA/DG(2N-1) and DATA/DG(2N) with seeds 300000 + 20000 (N-1) (+ 10000); a
+# round already collected is not collected again. Measured (round 1 from GH, item 12): 13 min of
+# collection and 14 min of training on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model="${MODEL:?MODEL: the checkpoint that drives (e.g. the output of train_bundled_model.sh)}"
+out="${OUT:?OUT: where the new checkpoint goes}"
+round="${ROUND:?ROUND: 1, 2, ...}"
+data="${DATA:-data/sim}"
+episodes="${EPISODES:-250}"
+plan="${PLAN:-object_points_hand}"
+[[ "$round" =~ ^[1-9][0-9]*$ ]] || { echo "ROUND: expected 1, 2, ..., got '$round'" >&2; exit 2; }
+collect=(.venv/bin/rt2-ros collect --image-size 224 --shadows --exclude-objects purple --vqa-scenes 0
+         --policy-model "$model" --expert-share 0.5 --decoding median --episodes "$episodes" --threads 1)
+trap 'for lane in $(jobs -p); do pkill -P "$lane"; kill "$lane"; done 2>/dev/null || true' EXIT
+lanes=()
+for lane in 1 2; do
+  name="DG$((2 * round - 2 + lane))"
+  seed=$((300000 + 20000 * (round - 1) + 10000 * (lane - 1)))
+  if [ ! -f "$data/$name/collect.json" ]; then
+    "${collect[@]}" --seed "$seed" --out "$data/$name" &
+    lanes+=($!)
+  fi
+done
+for lane in "${lanes[@]}"; do wait "$lane"; done   # one by one: set -e stops on a failed lane
+robot=()
+for d in A N R1 R2 GQ1 GQ2; do robot+=(--data "$data/$d"); done
+for d in "$data"/DG*/; do robot+=(--data "${d%/}"); done
+.venv/bin/rt2-ros train --model "$model" "${robot[@]}" --vqa "$data/A" --vqa "$data/D/vqa/point.jsonl" \
+    --vqa "$data/GQ1/vqa/gq.jsonl" --vqa "$data/GQ2/vqa/gq.jsonl" --robot-fraction 0.66 --out "$out" \
+    --max-steps "${STEPS:-3000}" --batch-size 16 --lr 5e-4 --warmup 50 --lr-scheduler constant_with_warmup \
+    --eval-steps 1500 --eval-episodes 4 --logging-steps 50 --grounding-weight 1 --plan "$plan" \
+    --plan-given-fraction 0.5 --cpu
