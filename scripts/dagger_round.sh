@@ -7,8 +7,9 @@
 #      episodes of this and all earlier rounds (DATA/DG*), the same VQA and hints, lr 5e-4 constant.
 # Usage: MODEL=GH OUT=GHD ROUND=1 [DATA=data/sim] [EPISODES=250] [STEPS=3000] scripts/dagger_round.sh
 # Round N collects DATA/DG(2N-1) and DATA/DG(2N) with seeds 300000 + 20000 (N-1) (+ 10000); a
-# round already collected is not collected again. Measured (round 1 from GH, item 12): 13 min of
-# collection and 14 min of training on 2 cores.
+# round already collected is not collected again. Measured (item 12): 13 min of collection and
+# 14 min of training on 2 cores; round 1 brought the arm to the objects (closest approach 3-8 cm,
+# 4/40 grasps, 0/40 solved), round 2 did not add to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${MODEL:?MODEL: the checkpoint that drives (e.g. the output of train_bundled_model.sh)}"
