@@ -1,6 +1,7 @@
 """Step through one seeded episode with a checkpoint (no forcing): per step the true gripper and
-object points (256ths of the image), the plan the model writes, its action tokens, and the
-distance of the tool centre point to the object. Usage: trace_plain.py MODEL TASK SEED [STEPS]"""
+object points (256ths of the image), the plan the model writes, its action tokens, the hand's true
+height (cm) and the distance of the tool centre point to the object.
+Usage: trace_plain.py MODEL TASK SEED [STEPS]"""
 import sys
 
 import numpy as np
@@ -23,5 +24,5 @@ with TabletopSim(0, task=None, config=SimConfig(image_size=(224, 224), shadows=T
         points = sim.project_points([ee, obj], "head", (224, 224))
         true = [[int(v / 224 * 256) for v in p] for p in points]
         print(t, "true gripper/object", true, "plan", out.plan, "tokens", out.tokens,
-              "d_cm", round(float(np.linalg.norm(ee - obj)) * 100, 1))
+              "z_cm", round(float(ee[2]) * 100, 1), "d_cm", round(float(np.linalg.norm(ee - obj)) * 100, 1))
         sim.apply_action(out.action, 5.0)
