@@ -80,7 +80,7 @@ def _examples(episodes: list, embodiment, stride: int, plan: str):
             example = Example("robot", step.image, step.instruction,
                               tokens=embodiment.encode({n: step.action[n] for n in embodiment.names}),
                               points=tuple(step.points[n] for n in names), plan=text,
-                              hand_numbers=hand if text else 0)
+                              hand_numbers=hand)
             if index == 0:
                 first.append(example)
             if index % stride == 0:

@@ -250,11 +250,16 @@ def test_episode_bag_round_trip_and_an_independent_mcap_reader(tmp_path):
     assert actions[0].embodiment == "rt2_arm" and list(actions[0].dim_names) == ARM.names
 
 
+def _bag(path, **types):
+    """A bag writer with the stack's default topics for the roles given (role=message type)."""
+    writer, topics = mcap_io.BagWriter(path), EpisodeTopics()
+    for role, msgtype in types.items():
+        writer.add_topic(getattr(topics, role), msgtype)
+    return writer, topics
+
+
 def test_actions_without_their_image_are_counted_not_guessed(tmp_path):
-    writer = mcap_io.BagWriter(tmp_path / "ep")
-    topics = EpisodeTopics()
-    writer.add_topic(topics.camera, mcap_io.IMAGE)
-    writer.add_topic(topics.action, mcap_io.RT2_ACTION)
+    writer, topics = _bag(tmp_path / "ep", camera=mcap_io.IMAGE, action=mcap_io.RT2_ACTION)
     image = np.zeros((8, 8, 3), np.uint8)
     writer.write(topics.camera, 100, mcap_io.image_message(image, 100))
     bins = [0, 1, 2, 3, 4, 5, 6, 7]
@@ -270,11 +275,8 @@ def test_actions_without_their_image_are_counted_not_guessed(tmp_path):
 
 def test_a_recorded_robots_pose_with_stamps_of_its_own_gives_the_height_before_the_image(tmp_path):
     # rt2-ros record on a robot: /ee_pose at its own rate and stamps, the command after each action.
-    writer = mcap_io.BagWriter(tmp_path / "ep")
-    topics = EpisodeTopics()
-    for topic, msgtype in ((topics.camera, mcap_io.IMAGE), (topics.action, mcap_io.RT2_ACTION),
-                           (topics.ee_pose, mcap_io.POSE_STAMPED), (topics.gripper, mcap_io.FLOAT64)):
-        writer.add_topic(topic, msgtype)
+    writer, topics = _bag(tmp_path / "ep", camera=mcap_io.IMAGE, action=mcap_io.RT2_ACTION,
+                          ee_pose=mcap_io.POSE_STAMPED, gripper=mcap_io.FLOAT64)
     bins = [0, 1, 2, 3, 4, 5, 6, 7]
     for k, stamp in enumerate((1_000, 2_000, 3_000)):
         for offset in (-700, -300):   # two poses between images, none at an image's stamp
@@ -297,11 +299,8 @@ def test_a_recorded_robots_pose_with_stamps_of_its_own_gives_the_height_before_t
 def test_ee_pose_actions_from_a_teleoperated_episode(tmp_path):
     from rt2_ros.sim.rotations import rpy_to_quat
 
-    writer = mcap_io.BagWriter(tmp_path / "ep")
-    topics = EpisodeTopics()
-    for topic, msgtype in ((topics.camera, mcap_io.IMAGE), (topics.ee_pose, mcap_io.POSE_STAMPED),
-                           (topics.gripper, mcap_io.FLOAT64), (topics.instruction, mcap_io.STRING)):
-        writer.add_topic(topic, msgtype)
+    writer, topics = _bag(tmp_path / "ep", camera=mcap_io.IMAGE, ee_pose=mcap_io.POSE_STAMPED,
+                          gripper=mcap_io.FLOAT64, instruction=mcap_io.STRING)
     writer.write(topics.instruction, 1, mcap_io.string_message("push the cube to the left"))
     frame_ns = 1_000_000_000 // 15  # a 15 Hz camera, 5 Hz control: every third frame is a step
     for k in range(10):

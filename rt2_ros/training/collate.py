@@ -143,7 +143,7 @@ class MixtureDataset:
                                   f"{', '.join(wanted)} (rt2-ros collect records them; bags collected before "
                                   f"the object point was recorded have goal and gripper only), {missing} of "
                                   f"{len(records)} lack them")
-        if plan.startswith("object_points"):
+        if "object" in self._point_names:
             unnamed = sum(1 for r in records if not r.get("objects"))
             if unnamed:
                 raise ConfigError(f"plan: {plan!r} needs each robot sample's task object (the "
@@ -193,7 +193,7 @@ class MixtureDataset:
                                tokens=self._tokens[index], plan=plan, plan_given=True)
             return Example("robot", np.asarray(self.robot.image(index)), record["instruction"],
                            tokens=self._tokens[index], points=points, plan=plan,
-                           hand_numbers=self._hand_numbers if plan else 0)
+                           hand_numbers=self._hand_numbers)
         index -= self.robot_count
         record = self.vqa.records[index]
         point = record.get("point")

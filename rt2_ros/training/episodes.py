@@ -112,7 +112,7 @@ def plan_point_names(kind: str) -> tuple[str, ...]:
     the order its plan writes them (no plan: the goal and the gripper)."""
     if kind not in PLAN_KINDS:
         raise ConfigError(f"plan: expected one of {', '.join(PLAN_KINDS)}, got {kind!r}")
-    return ("object", *REQUIRED_POINTS) if kind.startswith("object_points") else REQUIRED_POINTS
+    return ("object", *REQUIRED_POINTS) if kind in ("object_points", "object_points_hand") else REQUIRED_POINTS
 
 
 def plan_hand_numbers(kind: str) -> int:
@@ -128,7 +128,7 @@ def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Itera
     writes under plan ``kind`` (None without a plan)."""
     if kind == "none":
         return None
-    text = points_plan(points, next(iter(objects)) if kind.startswith("object_points") else None)
+    text = points_plan(points, next(iter(objects)) if "object" in plan_point_names(kind) else None)
     if plan_hand_numbers(kind):
         text += " " + hand_plan(height, gripper_command)
     return text

@@ -270,14 +270,14 @@ def _add_missing_plan_words(model: Any, processor: Any, plan: str, log: Callable
     unknown = tokenizer.unk_token_id
     if plan == "none" or unknown is None:
         return
-    missing = [w for w in _plan_words(plan).split()
+    missing = [w for w in dict.fromkeys(_plan_words(plan).split())
                if not w.isdigit() and unknown in tokenizer(" " + w, add_special_tokens=False)["input_ids"]]
     if not missing:
         return
-    tokenizer.add_tokens(list(dict.fromkeys(missing)))
+    tokenizer.add_tokens(missing)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    log(f"plan: added the words {', '.join(dict.fromkeys(missing))} to the tokenizer (ids from "
-        f"{len(tokenizer) - len(set(missing))}; the checkpoint did not know them)")
+    log(f"plan: added the words {', '.join(missing)} to the tokenizer (ids from "
+        f"{len(tokenizer) - len(missing)}; the checkpoint did not know them)")
 
 
 def _load_pretrained(config: TrainConfig) -> tuple[Any, Any]:
