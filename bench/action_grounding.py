@@ -61,15 +61,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-_SHORT = {"goal": "goal", "gripper": "grip", "object": "obj"}   # table headers
+def _short(label: str) -> str:
+    """A plan number's label (plan_number_labels) short enough for a table column."""
+    return label.replace("gripper", "grip").replace("object", "obj").replace("offset", "off")
 
 
 def _examples(episodes: list, embodiment, stride: int, plan: str):
     from rt2_ros.training.collate import Example
-    from rt2_ros.training.episodes import plan_hand_numbers, plan_point_names, sample_plan
+    from rt2_ros.training.episodes import plan_number_points, plan_point_names, sample_plan
 
     names = plan_point_names(plan)
-    hand = plan_hand_numbers(plan)
+    reads = plan_number_points(plan)
     first, strided = [], []
     for episode in episodes:
         for index, step in enumerate(episode.steps):
@@ -80,7 +82,7 @@ def _examples(episodes: list, embodiment, stride: int, plan: str):
             example = Example("robot", step.image, step.instruction,
                               tokens=embodiment.encode({n: step.action[n] for n in embodiment.names}),
                               points=tuple(step.points[n] for n in names), plan=text,
-                              hand_numbers=hand)
+                              number_points=reads)
             if index == 0:
                 first.append(example)
             if index % stride == 0:
@@ -159,21 +161,23 @@ def attention_figures(policy, examples: list, layer: int, names: tuple[str, ...]
             "plan_mass": float(np.mean(plan_mass)) if plan_mass else None}
 
 
-def _column_indices(words: list[str], point: str) -> list[int]:
-    """Where in a plan's words the column of ``point`` ("goal" or "gripper") is written; for the goal
-    of an ``object_points`` plan also the object's column (its first number), which the goal copies
-    on the way to the object, so an action may read either."""
-    indices = [words.index(point) + 1]
-    if point == "goal" and words[0] != "goal":
-        indices.append(next(i for i, word in enumerate(words) if word.isdigit()))
-    return indices
+def _column_indices(words: list[str], point: str, plan: str) -> list[int]:
+    """Where in a plan (kind ``plan``) of these words the column of ``point`` (a point or offset
+    field) or the number of a hand field ("height", "closed") is written; for the goal also the
+    object's column when the plan has one, which the goal copies on the way to the object, so an
+    action may read either."""
+    from rt2_ros.training.episodes import plan_number_labels
+
+    wanted = {f"{point} col", point} | ({"object col"} if point == "goal" else set())
+    digits = [i for i, word in enumerate(words) if word.isdigit()]
+    return [i for i, label in zip(digits, plan_number_labels(plan)) if label in wanted]
 
 
 def plan_following(policy, examples: list, columns: tuple[int, int] = (32, 224),
-                   batch_size: int = 16, point: str = "goal") -> np.ndarray:
-    """Per example and dim, |expected bin with ``point``'s column (the number after its name; see
-    _column_indices) written as columns[1] - with columns[0]|, the rest of the true plan and the
-    image unchanged (teacher forced), (N, dims)."""
+                   batch_size: int = 16, point: str = "goal", plan: str = "points") -> np.ndarray:
+    """Per example and dim, |expected bin with ``point``'s column (see _column_indices; ``plan``: the
+    examples' plan kind) written as columns[1] - with columns[0]|, the rest of the true plan and
+    the image unchanged (teacher forced), (N, dims)."""
     import dataclasses
 
     import torch
@@ -188,7 +192,7 @@ def plan_following(policy, examples: list, columns: tuple[int, int] = (32, 224),
         variants = []
         for example in examples:
             words = example.plan.split()
-            for index in _column_indices(words, point):
+            for index in _column_indices(words, point, plan):
                 words[index] = str(column)
             variants.append(dataclasses.replace(example, plan=" ".join(words)))
         rows = []
@@ -241,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from rt2_ros.policy.transformers_backend import TransformersPolicy
-    from rt2_ros.training.episodes import HAND_WORDS, find_episodes, plan_hand_numbers, plan_point_names, read_episode
+    from rt2_ros.training.episodes import (HAND_WORDS, find_episodes, plan_layout, plan_number_labels,
+                                           plan_point_names, read_episode)
 
     started = time.perf_counter()
     policy = TransformersPolicy.from_pretrained(args.model, dtype="float32", device="cpu", warmup=False,
@@ -255,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.model}: its training summary says plan {plan!r}, but the checkpoint "
                          f"{'plans' if policy.chain_of_thought else 'does not plan'}")
     names = plan_point_names(plan)
+    fields = [f.name for f in plan_layout(plan)]
     first, strided = _examples(episodes, embodiment, args.stride, plan)
     layers = policy.model.config.get_text_config().num_hidden_layers
     layer = trained_grounding_layer(Path(args.model), layers) if args.layer is None else args.layer
@@ -287,21 +293,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in cells))
     if "plan_image" in errors:
         print("plan written vs the true one, first steps, mean |error| (256ths of the image):")
-        print("  " + " " * 27 + " ".join([f"{_SHORT[n] + ' ' + axis:>9}" for n in names for axis in ("col", "row")]
-                                          + [f"{word:>9}" for word in HAND_WORDS[:plan_hand_numbers(plan)]]))
+        print("  " + " " * 27 + " ".join(f"{_short(label):>9}" for label in plan_number_labels(plan)))
         for key in ("image", "black"):
             print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in errors[f"plan_{key}"].mean(axis=0)))
-        print("does the action follow the plan? first steps, true plan with one point's column written as 32, "
-              "then 224 (the goal's: with the object's, under object_points): mean |change of the expected "
-              "bin| per dim:")
+        print("does the action follow the plan? first steps, true plan with one field's number written low, "
+              "then high (a point's column 32 -> 224, the goal's with the object's; the offset's column 96 -> "
+              "160: the goal left, then right of the hand): mean |change of the expected bin| per dim:")
         print("  " + " " * 27 + " ".join(f"{n:>9}" for n in embodiment.names))
         changes = [("goal", (32, 224)), ("gripper", (32, 224))]
-        if plan_hand_numbers(plan):
+        if "height" in fields:
             # The hand state's numbers: the height (cm) low, then high; the fingers open, then closed.
             changes += [("height", (5, 30)), ("closed", (0, 1))]
+        if "offset" in fields:
+            changes += [("offset", (96, 160))]
         for point, columns in changes:
-            shift = plan_following(policy, first, columns=columns, point=point)
-            label = f"{point} {columns[0]} -> {columns[1]}" if point in HAND_WORDS else f"{point} column 32 -> 224"
+            shift = plan_following(policy, first, columns=columns, point=point, plan=plan)
+            label = f"{point}{'' if point in HAND_WORDS else ' column'} {columns[0]} -> {columns[1]}"
             print(f"  {label:<26} " + " ".join(f"{v:9.1f}" for v in shift.mean(axis=0)))
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0

@@ -5,7 +5,9 @@
 #      (`rt2-ros collect --policy-model`);
 #   2. 3000 steps from MODEL on the data of scripts/train_bundled_model.sh, the relabelled
 #      episodes of this and all earlier rounds (DATA/DG*), the same VQA and hints, lr 5e-4 constant.
-# Usage: MODEL=GH OUT=GHD ROUND=1 [DATA=data/sim] [EPISODES=250] [STEPS=3000] scripts/dagger_round.sh
+# Usage: MODEL=GH OUT=GHD ROUND=1 [DATA=data/sim] [EPISODES=250] [STEPS=3000] [PLAN=object_points_hand]
+#        scripts/dagger_round.sh   (the plan must be one MODEL can write or learn; the data and flags
+#        shared with train_bundled_model.sh are in scripts/cofinetune_recipe.sh)
 # Round N collects DATA/DG(2N-1) and DATA/DG(2N) with seeds 300000 + 20000 (N-1) (+ 10000); a
 # round already collected is not collected again. Measured (item 12): 13 min of collection and
 # 14 min of training on 2 cores; round 1 brought the arm to the objects (closest approach 3-8 cm,
@@ -32,11 +34,9 @@ for lane in 1 2; do
   fi
 done
 for lane in "${lanes[@]}"; do wait "$lane"; done   # one by one: set -e stops on a failed lane
-robot=()
-for d in A N R1 R2 GQ1 GQ2; do robot+=(--data "$data/$d"); done
-for d in "$data"/DG*/; do robot+=(--data "${d%/}"); done
-.venv/bin/rt2-ros train --model "$model" "${robot[@]}" --vqa "$data/A" --vqa "$data/D/vqa/point.jsonl" \
-    --vqa "$data/GQ1/vqa/gq.jsonl" --vqa "$data/GQ2/vqa/gq.jsonl" --robot-fraction 0.66 --out "$out" \
-    --max-steps "${STEPS:-3000}" --batch-size 16 --lr 5e-4 --warmup 50 --lr-scheduler constant_with_warmup \
-    --eval-steps 1500 --eval-episodes 4 --logging-steps 50 --grounding-weight 1 --plan "$plan" \
-    --plan-given-fraction 0.5 --cpu
+source scripts/cofinetune_recipe.sh
+relabelled=()
+for d in "$data"/DG*/; do relabelled+=(--data "${d%/}"); done
+.venv/bin/rt2-ros train --model "$model" "${recipe_robot[@]}" "${relabelled[@]}" "${recipe_vqa[@]}" \
+    "${recipe_flags[@]}" --out "$out" --max-steps "${STEPS:-3000}" --lr 5e-4 --warmup 50 \
+    --lr-scheduler constant_with_warmup --eval-steps 1500

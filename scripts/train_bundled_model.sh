@@ -74,15 +74,13 @@ if [ ! -f "$gripper_pointing/rt2_ros.json" ]; then
       --lr-scheduler constant_with_warmup --eval-steps 500 --eval-vqa-images 200 --grounding-weight 1 \
       --logging-steps 100 --cpu
 fi
+source scripts/cofinetune_recipe.sh
 if [ "${ROBOT_ONLY:-0}" = 1 ]; then
   mix=(--robot-fraction 1.0)
   out="${OUT:-models/rt2_tabletop_robot_only}"
 else
-  mix=(--vqa "$data/A" --vqa "$points" "${gripper[@]}" --robot-fraction 0.66)
+  mix=("${recipe_vqa[@]}")
   out="${OUT:-models/rt2_tabletop_cofinetuned}"
 fi
-robot=()
-for d in A N R1 R2 GQ1 GQ2; do robot+=(--data "$data/$d"); done
-.venv/bin/rt2-ros train --model "$gripper_pointing" "${robot[@]}" "${mix[@]}" \
-    --out "$out" --max-steps "$steps" --batch-size 16 --lr 1e-3 --warmup 0.05 --eval-steps 2000 \
-    --eval-episodes 4 --logging-steps 50 --grounding-weight 1 --plan "$plan" --plan-given-fraction 0.5 --cpu
+.venv/bin/rt2-ros train --model "$gripper_pointing" "${recipe_robot[@]}" "${mix[@]}" "${recipe_flags[@]}" \
+    --out "$out" --max-steps "$steps" --lr 1e-3 --warmup 0.05 --eval-steps 2000

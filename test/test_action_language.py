@@ -494,3 +494,37 @@ def test_discretization_helpers_are_inverse():
     assert disc.unnormalize(disc.normalize(0.01, -0.03, 0.05), -0.03, 0.05) == pytest.approx(0.01, rel=1e-6)
     assert disc.rt1_values(0.0, 1.0, 3) == [0.0, 0.5, 1.0]
     assert disc.center_values(0.0, 1.0, 3) == [0.25, 0.75, 0.75]
+
+
+# ------------------------------------------------------------------ plans
+
+
+def test_plan_layouts_say_what_each_number_is_and_which_are_derived():
+    from rt2_ros.action_language.plans import PLAN_KINDS, plan_layout, plan_number_labels
+    from rt2_ros.errors import ConfigError
+
+    assert PLAN_KINDS == ("none", "points", "object_points", "object_points_hand", "hand_points_offset")
+    assert plan_number_labels("object_points_hand") == ("object col", "object row", "goal col", "goal row",
+                                                        "gripper col", "gripper row", "height", "closed")
+    assert [f.name for f in plan_layout("hand_points_offset") if f.derived] == ["offset"]
+    assert not any(f.derived for kind in PLAN_KINDS[:-1] for f in plan_layout(kind))
+    with pytest.raises(ConfigError, match="plan: expected one of none, points, .*, got 'goal'"):
+        plan_layout("goal")
+
+
+def test_the_decoder_computes_the_offset_from_the_points_the_model_wrote():
+    from rt2_ros.action_language.plans import derived_numbers, offset_numbers
+
+    plan = "gripper 128 51 height 31 closed 0 red cube 76 153 goal 25 230 offset"
+    # 128 + (25 - 128) // 2 = 76, 128 + (230 - 51) // 2 = 217
+    assert derived_numbers("hand_points_offset", plan) == [76, 217] == list(offset_numbers((25, 230), (128, 51)))
+    assert derived_numbers("hand_points_offset", plan.split()) == [76, 217]
+    assert offset_numbers((255, 0), (0, 255)) == (255, 0) and offset_numbers((9, 9), (9, 9)) == (128, 128)
+    # Not at a derived field, or a kind without one: the model writes on.
+    assert derived_numbers("hand_points_offset", plan.rsplit(" ", 1)[0]) is None
+    assert derived_numbers("object_points_hand", plan) is None
+    assert derived_numbers("hand_points_offset", "") is None
+    # Points the model did not write as two bins: nothing to compute from, left to the model.
+    assert derived_numbers("hand_points_offset", "gripper 128 height 31 closed 0 goal 25 230 offset") is None
+    assert derived_numbers("hand_points_offset", "gripper 128 51 goal 25 999 offset") is None
+    assert derived_numbers("hand_points_offset", "gripper 128 51 offset") is None

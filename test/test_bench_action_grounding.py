@@ -68,7 +68,7 @@ def test_bench_refuses_a_layer_the_model_lacks(grounded_run):
         _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--layer", "7"])
 
 
-@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand"])
+@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand", "hand_points_offset"])
 def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, tmp_path, capsys, plan):
     data, _ = grounded_run
     checkpoint = tmp_path / "planning"
@@ -76,14 +76,20 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
                       max_steps=4, batch_size=4, warmup=0.0, eval_steps=0, eval_episodes=1, eval_vqa_images=0,
                       logging_steps=2, seed=0, use_cpu=True, grounding_weight=1.0, plan=plan,
                       cache_dir=str(tmp_path / "cache"), extra={"disable_tqdm": True}), log=lambda message: None)
-    points = 3 if plan.startswith("object_points") else 2
-    hand = 2 if plan == "object_points_hand" else 0
+    with_object = plan in ("object_points", "object_points_hand", "hand_points_offset")
+    points = 3 if with_object else 2
+    hand = 2 if "hand" in plan else 0
+    offset = 2 if plan == "hand_points_offset" else 0
     assert _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "3"]) == 0
     out = capsys.readouterr().out
     assert "plan written vs the true one" in out, out
-    hits = re.findall(r"(object patch \S+  )?goal patch \S+  gripper patch \S+  grounding loss", out)
-    assert len(hits) == 2 and all(bool(h) == plan.startswith("object_points") for h in hits), out
-    changes = ["goal column 32 -> 224", "gripper column 32 -> 224"] + ["height 5 -> 30", "closed 0 -> 1"][:hand]
+    # The points in the order the plan first reads them.
+    order = (r"gripper patch \S+  object patch \S+  goal patch \S+" if offset else
+             r"(object patch \S+  )?goal patch \S+  gripper patch \S+")
+    hits = re.findall(order + "  grounding loss", out)
+    assert len(hits) == 2 and all(bool(h) == with_object for h in hits), out
+    changes = (["goal column 32 -> 224", "gripper column 32 -> 224"] + ["height 5 -> 30", "closed 0 -> 1"][:hand]
+               + ["offset column 96 -> 160"][:offset // 2])
     for change in changes:
         row = re.search(rf"{change}((?:\s+\S+){{8}})$", out, re.MULTILINE)
         assert row, out
@@ -94,7 +100,7 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
     assert "median action vs the expert's" in capsys.readouterr().out
     plan_rows = out.split("plan written vs the true one")[1]
     for key in ("image", "black"):
-        row = re.search(rf"^\s+{key} ((?:\s+\S+){{{2 * points + hand}}})$", plan_rows, re.MULTILINE)
+        row = re.search(rf"^\s+{key} ((?:\s+\S+){{{2 * points + hand + offset}}})$", plan_rows, re.MULTILINE)
         assert row, out
         assert all(0.0 <= float(v) <= 255.0 for v in row.group(1).split())
 
@@ -102,6 +108,12 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
 def test_plan_following_moves_the_goal_with_the_object_it_copies_and_the_gripper_alone():
     columns = _bench_module()._column_indices
     points = "goal 180 178 gripper 127 54".split()
-    assert columns(points, "goal") == [1] and columns(points, "gripper") == [4]
+    assert columns(points, "goal", "points") == [1] and columns(points, "gripper", "points") == [4]
     with_object = "green sphere 211 175 goal 210 177 gripper 127 54".split()
-    assert sorted(columns(with_object, "goal")) == [2, 5] and columns(with_object, "gripper") == [8]
+    assert columns(with_object, "goal", "object_points") == [2, 5]
+    assert columns(with_object, "gripper", "object_points") == [8]
+    hand_first = "gripper 127 54 height 31 closed 0 green sphere 211 175 goal 210 177 offset 169 189".split()
+    plan = "hand_points_offset"
+    assert columns(hand_first, "gripper", plan) == [1] and columns(hand_first, "goal", plan) == [9, 12]
+    assert columns(hand_first, "height", plan) == [4] and columns(hand_first, "closed", plan) == [6]
+    assert columns(hand_first, "offset", plan) == [15]

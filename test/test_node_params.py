@@ -62,6 +62,7 @@ def test_values_reach_the_dataclasses():
                                    "control_rate_hz": 10.0, "max_steps": 4})
     assert policy.policy.backend == "scripted" and policy.policy.scripted_actions == "a.txt"
     assert policy.control_period_s == pytest.approx(0.1) and policy.max_steps == 4
+    assert policy.torch_threads == 0 and policy_node_settings({"torch_threads": 2}).torch_threads == 2
 
 
 @pytest.mark.parametrize("node, values, words", [
@@ -71,6 +72,7 @@ def test_values_reach_the_dataclasses():
     ("safety_node", {"max_linear_speed": -0.1}, ["max_linear_speed", "> 0", "-0.1"]),
     ("safety_node", {"max_step_change": 2.5}, ["max_step_change", "<= 2", "2.5"]),
     ("safety_node", {"terminate_debounce": 0}, ["terminate_debounce", ">= 1"]),
+    ("policy_node", {"torch_threads": -1}, ["policy_node parameter torch_threads", ">= 0", "-1"]),
     ("safety_node", {"terminate_debounce": 1.5}, ["terminate_debounce", "integer"]),
     ("safety_node", {"start_enabled": "yes"}, ["start_enabled", "true or false", "'yes'"]),
     ("safety_node", {"publish_rate_hz": 2.0}, ["publish_rate_hz", ">= control_rate_hz"]),

@@ -41,6 +41,7 @@ def transformers_stack(tmp_path_factory, tiny_paligemma_dir):
                            "--model", str(tiny_paligemma_dir), "--start-enabled", "true",
                            "--set", "control_rate_hz=10", "--set", "policy_node.device=cpu",
                            "--set", "policy_node.dtype=float32",
+                           "--set", "policy_node.torch_threads=1",
                            "--set", "policy_node.max_image_age_s=2.0",
                            "--set", "safety_node.publish_rate_hz=50",
                            "--set", f"safety_node.max_linear_speed={MAX_LINEAR}",
@@ -98,3 +99,5 @@ def test_an_episode_with_the_tiny_model_publishes_only_legal_actions(transformer
         assert any(any(t["linear"]) for t in twists)
     for gripper in recording.entries("gripper"):
         assert 0.0 <= gripper["value"] <= 1.0
+    # The model's torch threads are the node's torch_threads parameter.
+    assert "torch_threads: 1 torch intra-op thread(s)" in group.log("up")

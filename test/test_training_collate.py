@@ -326,7 +326,7 @@ def test_points_plans_are_built_from_the_grounding_points():
     with pytest.raises(ConfigError, match="plan: 'points' needs robot samples with the grounding points "
                                           "goal, gripper.*1 of 1 lack them"):
         MixtureDataset(SampleSet("robot", [bare], pixels), None, arm, plan="points")
-    with pytest.raises(ConfigError, match="plan: expected one of none, points, object_points, object_points_hand, got 'words'"):
+    with pytest.raises(ConfigError, match="plan: expected one of none, points, object_points, object_points_hand, hand_points_offset, got 'words'"):
         MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="words")
 
 
@@ -376,7 +376,7 @@ def test_hand_plans_add_the_hands_height_and_finger_state_after_the_points():
     pixels = np.zeros(48, np.uint8)
     item = MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="object_points_hand")[0]
     assert item.plan == "red cube 76 153 goal 25 230 gripper 128 51 height 31 closed 1"
-    assert item.points == ((0.3, 0.6), (0.1, 0.9), (0.5, 0.2)) and item.hand_numbers == 2
+    assert item.points == ((0.3, 0.6), (0.1, 0.9), (0.5, 0.2)) and item.number_points == (0, 0, 1, 1, 2, 2, 2, 2)
     # Before the first gripper command the fingers count as open; heights stay in 0..255 cm.
     first = {k: v for k, v in record.items() if k != "gripper_command"}
     assert MixtureDataset(SampleSet("robot", [first], pixels), None, arm,
@@ -393,7 +393,7 @@ def test_a_hand_plans_height_and_finger_state_are_asked_to_read_the_grippers_pat
     robot = examples()[0]
     robot.points = ((0.8, 0.1), (0.1, 0.9), (0.5, 0.2))
     robot.plan = "red cube 200 30 goal 25 230 gripper 128 51 height 31 closed 1"
-    robot.hand_numbers = 2
+    robot.number_points = (0, 0, 1, 1, 2, 2, 2, 2)
     batch, _ = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
                            grounding=True).collate_with_meta([robot])
     numbers = [int(p) for p in batch["plan_numbers"][0] if p >= 0]
@@ -403,13 +403,50 @@ def test_a_hand_plans_height_and_finger_state_are_asked_to_read_the_grippers_pat
     assert [torch.nonzero(queries[k]).flatten().tolist() for k in range(3)] == \
         [[numbers[0] - 1, numbers[1] - 1], [numbers[2] - 1, numbers[3] - 1],
          [numbers[4] - 1, numbers[5] - 1, numbers[6] - 1, numbers[7] - 1]]
-    # A plan whose numbers do not line up (no hand numbers declared) falls back to the whole plan.
-    robot.hand_numbers = 0
+    # A plan whose numbers do not line up (the hand's not declared) falls back to the whole plan.
+    robot.number_points = ()
     batch, meta = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
                               grounding=True).collate_with_meta([robot])
     start = meta.answer_start[0]
     assert all(torch.nonzero(batch["grounding_queries"][0, k]).flatten().tolist()
                == list(range(start - 1, start - 1 + meta.plan_length[0])) for k in range(3))
+
+
+def test_hand_first_plans_write_the_hand_then_the_object_and_goal_then_the_goals_offset(paligemma):
+    from rt2_ros.action_language import load_embodiment
+    from rt2_ros.errors import ConfigError
+    from rt2_ros.training.episodes import offset_plan, plan_number_labels
+
+    arm = load_embodiment("rt2_arm")
+    tokens = arm.encode({"terminate": False, "x": 0.01, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
+                         "yaw": 0.0, "gripper": 1.0})
+    record = {"instruction": "pick up the red cube", "tokens": tokens, "offset": 0, "shape": [4, 4, 3],
+              "objects": ["red cube"], "height": 0.3149, "gripper_command": 0.0,
+              "points": {"goal": [0.1, 0.9], "gripper": [0.5, 0.2], "object": [0.3, 0.6]}}
+    pixels = np.zeros(48, np.uint8)
+    item = MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="hand_points_offset")[0]
+    # goal 25 230, gripper 128 51: the goal is 103 bins left of the hand and 179 below it.
+    assert item.plan == "gripper 128 51 height 31 closed 0 red cube 76 153 goal 25 230 offset 76 217"
+    assert item.points == ((0.5, 0.2), (0.3, 0.6), (0.1, 0.9))
+    assert item.number_points == (0, 0, 0, 0, 1, 1, 2, 2, 2, 2)
+    assert plan_number_labels("hand_points_offset") == ("gripper col", "gripper row", "height", "closed",
+                                                       "object col", "object row", "goal col", "goal row",
+                                                       "offset col", "offset row")
+    # 128 = at the goal's column/row; the halved difference keeps the image's width in 0..255.
+    assert offset_plan({"goal": [0.5, 0.5], "gripper": [0.5, 0.5]}) == "offset 128 128"
+    assert offset_plan({"goal": [1.0, 0.0], "gripper": [0.0, 1.0]}) == "offset 255 0"
+    with pytest.raises(ConfigError, match="the offset needs the goal and the gripper, got \\['goal'\\]"):
+        offset_plan({"goal": [0.5, 0.5]})
+    # Each number asks for the patch of the point it is read from.
+    robot = examples()[0]
+    robot.points, robot.plan, robot.number_points = item.points, item.plan, item.number_points
+    batch, _ = Rt2Collator(paligemma.processor, paligemma.scheme, prefix_lm=True,
+                           grounding=True).collate_with_meta([robot])
+    numbers = [int(p) for p in batch["plan_numbers"][0] if p >= 0]
+    assert len(numbers) == 10
+    queries = batch["grounding_queries"][0]
+    assert [torch.nonzero(queries[k]).flatten().tolist() for k in range(3)] == \
+        [[p - 1 for p in numbers[:4]], [p - 1 for p in numbers[4:6]], [p - 1 for p in numbers[6:]]]
 
 
 def test_plan_given_items_teach_the_action_to_follow_the_plan(paligemma):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rt2_ros.action_language import load_embodiment
+from rt2_ros.action_language.plans import offset_numbers
 from rt2_ros.cli import main
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.profiles import read_checkpoint_metadata
@@ -237,11 +238,12 @@ def test_grounding_weight_teaches_the_answer_to_attend_to_the_point(tmp_path):
                           cache_dir=str(tmp_path / "cache"), use_cpu=True), log=lambda message: None)
 
 
-@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand"])
+@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand", "hand_points_offset"])
 def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, capsys, plan):
-    """--plan points / object_points / object_points_hand: the checkpoint plans when loaded, writing the
-    points' words and numbers (after the object's name and point with object_points; followed by the
-    hand's height and finger state with object_points_hand) before a legal action."""
+    """--plan points / object_points / object_points_hand / hand_points_offset: the checkpoint plans when
+    loaded, writing the points' words and numbers (after the object's name and point with object_points;
+    followed by the hand's height and finger state with object_points_hand; the hand first and the goal's
+    offset from it last with hand_points_offset) before a legal action."""
     rng = np.random.default_rng(4)
     for e in range(8):
         side = ("left", "right")[e % 2]
@@ -261,18 +263,31 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
     assert config["plan"] == plan and config["plan_given_fraction"] == 0.25
     assert 0 <= summary["final_metrics"]["eval_plan_point_error"] < 64   # teacher-forced plan integers
     assert read_checkpoint_metadata(out).chain_of_thought is True
+    assert read_checkpoint_metadata(out).plan == plan
     policy = TransformersPolicy.from_pretrained(out, dtype="float32", device="cpu")
     assert policy.chain_of_thought, "a checkpoint trained to plan is loaded planning"
+    assert policy.plan_kind == plan
     for side in ("left", "right"):
         result = policy.act(scene(side, rng), f"push the red cube to the {side}")
         assert ARM.validate_tokens(result.tokens) == result.tokens
         words = result.plan.split()
-        if plan == "object_points_hand":
+        if plan == "hand_points_offset":
+            assert len(words) == 17 and words[0] == "gripper" and words[14] == "offset", result.plan
+            # Goal column 64 or 192 and row 128, the gripper at (128, 230): 128 + half the difference.
+            offset_column, offset_row = int(words[15]), int(words[16])
+            assert min(abs(offset_column - 96), abs(offset_column - 160)) <= 16, result.plan
+            assert abs(offset_row - 77) <= 16, result.plan
+            # The decoder computed them from the goal and gripper the model wrote.
+            written = [int(w) for w in words[12:14] + words[1:3]]
+            assert (offset_column, offset_row) == offset_numbers(written[:2], written[2:]), result.plan
+            # The rest, in object_points_hand's order.
+            words = words[7:14] + words[0:3] + words[3:7]
+        if plan in ("object_points_hand", "hand_points_offset"):
             # The episodes' hand is 10 cm high, its gripper told to close from the first step on
             # (so "closed 0" on first steps only, "closed 1" after).
             assert words[-4:-1] == ["height", "10", "closed"] and words[-1] in ("0", "1"), result.plan
             words = words[:-4]
-        if plan.startswith("object_points"):
+        if plan != "points":
             # "red cube C R" first: the cube where the goal is.
             assert words[:2] == ["red", "cube"] and len(words) == 10, result.plan
             assert [abs(int(a) - int(b)) <= 16 for a, b in zip(words[2:4], words[5:7])] == [True, True], result.plan

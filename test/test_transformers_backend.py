@@ -14,7 +14,7 @@ from rt2_ros.policy.base import PolicyError
 from rt2_ros.policy.config import PolicyConfig
 from rt2_ros.policy.constrained_decoding import (ActionHead, allowed_mask, answer_token_ids, encode_text,
                                                  median_index)
-from rt2_ros.policy.profiles import METADATA_FILE, read_checkpoint_metadata
+from rt2_ros.policy.profiles import METADATA_FILE, _parse_metadata, read_checkpoint_metadata
 from rt2_ros.policy.transformers_backend import TransformersPolicy
 
 
@@ -235,6 +235,48 @@ def test_chain_of_thought_forces_the_marker_and_stops_at_one_the_model_writes(ll
         policy._free_token = real_free_token
     assert out.plan == "red block"
     assert_legal(policy, out)
+
+
+@pytest.mark.parametrize("kind, plan", [
+    # The offset after "offset" is the decoder's: 128 + (30 - 10) // 2, 128 + (40 - 200) // 2.
+    ("hand_points_offset", "gripper 10 200 goal 30 40 offset 138 48"),
+    # A plan kind without derived fields leaves every number to the model.
+    ("object_points_hand", "gripper 10 200 goal 30 40 offset 7"),
+])
+def test_a_plans_derived_fields_are_computed_from_what_the_model_wrote(kind, plan):
+    import dataclasses
+
+    from rt2_ros.policy.profiles import resolve_action_setup
+    from rt2_ros.training.from_scratch import build_scratch_vlm
+
+    # A from-scratch model's word tokenizer knows the plan words (the fixtures' tokenizers do not).
+    model, processor = build_scratch_vlm("tiny", ["pick up the red block"])
+    setup = dataclasses.replace(resolve_action_setup(processor.tokenizer), chain_of_thought=True, plan=kind)
+    policy = TransformersPolicy(model, processor, setup, chain_of_thought=True, max_plan_tokens=32,
+                                warmup=False)
+    assert policy.plan_kind == kind
+    # The model's own words: the points, the field's word, numbers of its own, the marker.
+    script = iter(encode_text(policy.tokenizer, "gripper 10 200 goal 30 40 offset 7 Action:") + [0] * 50)
+    real_free_token = policy._free_token
+    policy._free_token = lambda hidden: torch.full((hidden.shape[0],), next(script), dtype=torch.long)
+    try:
+        out = policy.act(random_images(1)[0], "pick up the red block")
+    finally:
+        policy._free_token = real_free_token
+    if kind == "hand_points_offset":
+        # The model's "7" comes after the computed numbers (it writes on freely): only the
+        # numbers the field takes are forced.
+        assert out.plan == plan + " 7", out.plan
+    else:
+        assert out.plan == plan, out.plan
+    assert_legal(policy, out)
+    # A checkpoint that names a plan kind says it plans; an unknown kind is refused.
+    metadata = {"format": "rt2_ros/1", "chain_of_thought": True, "plan": "hand_points_offset"}
+    assert _parse_metadata(metadata, "ckpt").plan == "hand_points_offset"
+    with pytest.raises(PolicyError, match="ckpt: plan: expected one of points, .*, got 'offsets'"):
+        _parse_metadata({**metadata, "plan": "offsets"}, "ckpt")
+    with pytest.raises(PolicyError, match="ckpt: plan: 'points' is a chain-of-thought plan, but chain_of_thought"):
+        _parse_metadata({"format": "rt2_ros/1", "plan": "points"}, "ckpt")
 
 
 def test_vqa_answers_free_text_on_the_same_weights(paligemma, llava):

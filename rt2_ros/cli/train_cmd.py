@@ -145,7 +145,10 @@ def register(subparsers: Any) -> None:
                             "('Plan: green sphere C R goal C R gripper C R Action: ...'); "
                             "'object_points_hand' then adds the hand's height in cm and whether the fingers "
                             "were last told to close ('... gripper C R height H closed 0|1 Action: ...', from "
-                            "the episodes' end-effector pose and gripper commands); the checkpoint is then "
+                            "the episodes' end-effector pose and gripper commands); 'hand_points_offset' "
+                            "writes the hand first, then the object and the goal, then where the goal lies "
+                            "from the hand ('Plan: gripper C R height H closed 0|1 green sphere C R goal C R "
+                            "offset DC DR Action: ...', offsets 128-centred, in half bins); the checkpoint is then "
                             "loaded with chain of thought on")
     train.add_argument("--plan-given-fraction", type=float, default=0.0, metavar="F",
                        help="with --plan: this fraction of robot samples is trained as plan -> action only: "

@@ -162,6 +162,9 @@ POLICY_NODE_PARAMETERS: tuple[ParamSpec, ...] = (
                         "when the script is exhausted, which ends the episode)"),
     ParamSpec(_CONTROL_RATE, 3.0, _CONTROL_RATE_TEXT, "node", low=0.0, high=1000.0,
               low_inclusive=False),
+    ParamSpec("torch_threads", 0, "transformers: torch intra-op threads of the model (0 = torch's choice, "
+                                  "one per core); give each model process on a shared CPU its share",
+              "node", low=0, high=1024),
     ParamSpec("max_image_age_s", 0.5, "images older than this (by header stamp, or by arrival "
                                       "when unstamped) are not acted on", "node",
               low=0.0, low_inclusive=False),
@@ -229,6 +232,7 @@ class PolicyNodeSettings:
 
     policy: PolicyConfig
     control_rate_hz: float
+    torch_threads: int
     max_image_age_s: float
     image_transport: str
     command_frame: str

@@ -165,6 +165,11 @@ class PolicyNode(Node):
         if policy is None:
             from rt2_ros.policy.factory import make_policy
 
+            if cfg.backend == "transformers" and self.settings.torch_threads:
+                import torch
+
+                torch.set_num_threads(self.settings.torch_threads)
+                log.info(f"torch_threads: {torch.get_num_threads()} torch intra-op thread(s)")
             log.info(f"loading the {cfg.backend} backend"
                      + (f" (model {cfg.model!r})" if cfg.model else ""))
             started = time.perf_counter()

@@ -26,7 +26,9 @@ optional, unknown keys refused)::
       },
       "statistics": {"<dataset>": {"action": {"q01": [...], "q99": [...], "mask": [...]}}},
       "unnorm_key": "<dataset>",            # default dataset when several are present
-      "chain_of_thought": true              # trained to write "Plan: ..." first: backends then plan
+      "chain_of_thought": true,             # trained to write "Plan: ..." first: backends then plan
+      "plan": "hand_points_offset"          # optional: its plan kind (rt2_ros.action_language.plans);
+                                            # the decoder then computes the plan's derived fields
     }
 
 ``statistics`` has the shape of OpenVLA's ``norm_stats``, so one code path
@@ -48,6 +50,7 @@ from typing import Any, Mapping, Sequence
 from rt2_ros.action_language import (SCHEMES, ActionLanguageError, Embodiment, IntegerScheme,
                                      LastScheme, TokenScheme, build_prompt, embodiment_from_dict,
                                      load_embodiment, make_scheme)
+from rt2_ros.action_language.plans import PLAN_KINDS
 from rt2_ros.errors import PolicyError
 
 __all__ = ["Profile", "PROFILES", "METADATA_FILE", "METADATA_FORMAT", "CheckpointMetadata",
@@ -59,7 +62,7 @@ METADATA_FORMAT = "rt2_ros/1"
 # training_data: {"objects": [...], "instructions": [...]} seen in the robot data
 # (rt2-ros eval splits its success table into seen / unseen with it).
 _TOP_KEYS = ("format", "profile", "embodiment", "action_tokenizer", "statistics", "unnorm_key",
-             "training_data", "chain_of_thought")
+             "training_data", "chain_of_thought", "plan")
 _TOKENIZER_KEYS = ("scheme", "bins", "ids", "vocab_size")
 
 
@@ -104,6 +107,7 @@ class CheckpointMetadata:
     statistics: dict[str, Any] | None = None
     unnorm_key: str = ""
     chain_of_thought: bool = False  # trained to write "Plan: ..." before the action
+    plan: str = ""                  # the plan kind it was trained with ("" = not said)
 
 
 def _bad(source: str, key: str, expected: str, value: Any) -> PolicyError:
@@ -139,6 +143,12 @@ def _parse_metadata(data: Any, source: str) -> CheckpointMetadata:
     chain_of_thought = data.get("chain_of_thought", False)
     if not isinstance(chain_of_thought, bool):
         raise _bad(source, "chain_of_thought", "true or false", chain_of_thought)
+    plan = data.get("plan", "")
+    if plan not in ("", *PLAN_KINDS[1:]):
+        raise _bad(source, "plan", f"one of {', '.join(PLAN_KINDS[1:])}", plan)
+    if plan and not chain_of_thought:
+        raise PolicyError(f"{source}: plan: {plan!r} is a chain-of-thought plan, but chain_of_thought is "
+                          f"not true")
     tok = data.get("action_tokenizer", {})
     if not isinstance(tok, dict):
         raise _bad(source, "action_tokenizer", "an object", tok)
@@ -169,7 +179,7 @@ def _parse_metadata(data: Any, source: str) -> CheckpointMetadata:
         raise _bad(source, "action_tokenizer.vocab_size", f"an integer > {bins}", vocab_size)
     return CheckpointMetadata(source=source, profile=profile, embodiment=embodiment, scheme=scheme,
                               bins=bins, ids=ids, vocab_size=vocab_size, statistics=statistics,
-                              unnorm_key=unnorm_key, chain_of_thought=chain_of_thought)
+                              unnorm_key=unnorm_key, chain_of_thought=chain_of_thought, plan=plan)
 
 
 def read_checkpoint_metadata(checkpoint_dir: str | Path) -> CheckpointMetadata | None:
@@ -267,6 +277,7 @@ class ActionSetup:
     unnorm_key: str = ""          # the dataset whose statistics were applied ("" if none)
     source: str = ""              # where the scheme came from, for diagnostics
     chain_of_thought: bool = False  # the checkpoint was trained to write a plan first (rt2_ros.json)
+    plan: str = ""                  # and with which plan kind ("" = not said)
 
     def prompt(self, instruction: str) -> str:
         """The robot prompt for ``instruction``."""
@@ -351,4 +362,5 @@ def resolve_action_setup(tokenizer: Any, *, checkpoint_dir: str | Path | None = 
         raise PolicyError(f"unnorm_key: {unnorm_key!r} given, but embodiment {body.name!r} has no "
                           f"normalised dims to apply statistics to")
     return ActionSetup(profile=chosen, scheme=scheme, embodiment=body, unnorm_key=applied_key,
-                       source=source, chain_of_thought=metadata is not None and metadata.chain_of_thought)
+                       source=source, chain_of_thought=metadata is not None and metadata.chain_of_thought,
+                       plan=metadata.plan if metadata is not None else "")

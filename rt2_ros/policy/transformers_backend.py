@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from rt2_ros.action_language import ActionLanguageError, format_action_text
+from rt2_ros.action_language.plans import derived_numbers, plan_layout
 from rt2_ros.action_language.prompts import ACTION_MARKER
 from rt2_ros.policy.base import Policy, PolicyError, PolicyOutput, check_image, check_instruction
 from rt2_ros.policy.config import PolicyConfig
@@ -196,6 +197,10 @@ class TransformersPolicy(Policy):
             else (self._eos_id if self._eos_id is not None else 0)
         self._plan_prefix_ids = encode_text(self.tokenizer, PLAN_PREFIX)
         self._action_prefix_ids = encode_text(self.tokenizer, ACTION_PREFIX)
+        # The checkpoint's plan kind (rt2_ros.json "plan"): its derived fields are computed here
+        # from the numbers the model wrote before them, not sampled (action_language.plans).
+        self.plan_kind = setup.plan if self.chain_of_thought else ""
+        self._derives = bool(self.plan_kind) and any(f.derived for f in plan_layout(self.plan_kind))
         if warmup:
             self.act(np.zeros((64, 64, 3), dtype=np.uint8), "warm up")
 
@@ -480,7 +485,11 @@ class TransformersPolicy(Policy):
         own, yet every step is one forward pass feeding one token per row
         (finished rows feed padding that nothing attends to).  The plan ends
         when its text contains ``Action:``; at end-of-sequence or after
-        ``max_plan_tokens`` tokens `` Action:`` is forced.
+        ``max_plan_tokens`` tokens `` Action:`` is forced.  When the
+        checkpoint's plan kind has derived fields, a row that has just
+        written such a field's word is fed the numbers computed from its plan
+        so far (:func:`~rt2_ros.action_language.plans.derived_numbers`), then
+        writes on freely.
         """
         rows = hidden.shape[0]
         num_tokens = self.embodiment.num_tokens
@@ -506,16 +515,27 @@ class TransformersPolicy(Policy):
                 text = self.tokenizer.decode(plan_ids[r], skip_special_tokens=True)
                 found = _ACTION_MARKER_PATTERN.search(text)
                 plan_text[r] = text[:found.start()] if found else text
+                derived = (derived_numbers(self.plan_kind, plan_text[r])
+                           if self._derives and not found else None)
                 if found:
                     phase[r] = "action"
                 elif len(plan_ids[r]) >= self.max_plan_tokens:
                     queue[r] = list(self._action_prefix_ids)
                     phase[r] = "marker"
+                elif derived is not None:
+                    queue[r] = encode_text(self.tokenizer, " " + " ".join(str(n) for n in derived))
+                    phase[r] = "derived" if queue[r] else "plan"
             for r in range(rows):
                 if current[r] == "marker":
                     feed[r] = queue[r].pop(0)
                     if not queue[r]:
                         phase[r] = "action"
+                elif current[r] == "derived":
+                    feed[r] = queue[r].pop(0)
+                    plan_ids[r].append(feed[r])
+                    plan_text[r] = self.tokenizer.decode(plan_ids[r], skip_special_tokens=True)
+                    if not queue[r]:
+                        phase[r] = "plan"
             action_rows = [r for r in range(rows) if current[r] == "action"]
             for p in sorted({len(action_ids[r]) for r in action_rows}):
                 group = [r for r in action_rows if len(action_ids[r]) == p]

@@ -137,7 +137,7 @@ def fit_embodiment(embodiment: Embodiment, stats: Mapping[str, Any], mode: str) 
 def checkpoint_metadata(*, profile: str, embodiment: Embodiment, scheme: TokenScheme,
                         statistics: Mapping[str, Any] | None = None, dataset: str = "train",
                         training_data: Mapping[str, Sequence[str]] | None = None,
-                        chain_of_thought: bool = False) -> dict[str, Any]:
+                        chain_of_thought: bool = False, plan: str = "") -> dict[str, Any]:
     """``rt2_ros.json`` content: the profile, the embodiment inline, the scheme with its ids, statistics.
 
     Statistics are stored under ``statistics[dataset]`` (OpenVLA's shape) when
@@ -146,7 +146,8 @@ def checkpoint_metadata(*, profile: str, embodiment: Embodiment, scheme: TokenSc
     ``training_data`` (``objects`` / ``instructions`` of the training episodes)
     is what ``rt2-ros eval`` splits seen from unseen tasks with.
     ``chain_of_thought``: the model was trained to write a plan before each
-    action, so backends loading it plan too.
+    action, so backends loading it plan too; ``plan`` names its kind
+    (``rt2-ros train --plan``), so the decoder knows the plan's derived fields.
     """
     data: dict[str, Any] = {
         "format": METADATA_FORMAT, "profile": profile, "embodiment": embodiment.to_dict(),
@@ -161,6 +162,8 @@ def checkpoint_metadata(*, profile: str, embodiment: Embodiment, scheme: TokenSc
         data["training_data"] = {key: sorted(values) for key, values in training_data.items()}
     if chain_of_thought:
         data["chain_of_thought"] = True
+        if plan:
+            data["plan"] = plan
     return data
 
 

@@ -53,7 +53,12 @@ the words of a "where is the X?" answer (``Plan: green sphere 211 175 goal
 (``... gripper 127 201 height 31 closed 0``: the end effector's height in cm
 and whether the fingers were last told to close), which two image points
 cannot say; with grounding, those two numbers are asked to read the
-gripper's patch.
+gripper's patch.  ``plan="hand_points_offset"`` writes the hand first, then
+the object and the goal, then where the goal lies from the hand (``Plan:
+gripper 127 201 height 31 closed 0 green sphere 211 175 goal 131 88 offset
+130 71 Action: ...``; :func:`~rt2_ros.training.episodes.offset_plan`), the
+offset's numbers asked to read the goal's patch.  Which point each number
+reads is the plan layout's (:data:`~rt2_ros.training.episodes.PLAN_LAYOUTS`).
 Items with ``plan_given`` (``MixtureDataset(plan_given_fraction=...)``) take
 the plan as context: no loss on it, only on the action and eos.
 """
@@ -68,7 +73,8 @@ from rt2_ros.action_language import Embodiment, TokenScheme
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
 from rt2_ros.policy.profiles import PROFILES
-from rt2_ros.training.episodes import PLAN_KINDS, plan_hand_numbers, plan_point_names, sample_plan
+from rt2_ros.training.episodes import (HAND_WORDS, PLAN_KINDS, plan_layout, plan_number_points, plan_point_names,
+                                       sample_plan)
 from rt2_ros.training.samples import SampleSet
 
 __all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "GROUNDING_KEYS", "Example", "MixtureDataset", "Rt2Collator",
@@ -95,9 +101,10 @@ class Example:
     plan: str | None = None
     #: robot with a plan: the plan is context, not a target (no loss on it; see ``plan_given_fraction``)
     plan_given: bool = False
-    #: robot with a plan: integers the plan writes after its points' (the hand state's), each
-    #: asked to read the last point (the gripper's) with grounding
-    hand_numbers: int = 0
+    #: robot with a plan: for each integer the plan writes, the index in ``points`` of the point
+    #: whose patch it is asked to read with grounding (:func:`~rt2_ros.training.episodes.plan_number_points`;
+    #: empty: each point's two numbers in the points' order, as plans without the hand state write them)
+    number_points: tuple[int, ...] = ()
 
 
 class MixtureDataset:
@@ -148,8 +155,8 @@ class MixtureDataset:
             if unnamed:
                 raise ConfigError(f"plan: {plan!r} needs each robot sample's task object (the "
                                   f"episode's rt2_ros.objects), {unnamed} of {len(records)} have none")
-        self._hand_numbers = plan_hand_numbers(plan)
-        if self._hand_numbers:
+        self._number_points = plan_number_points(plan)
+        if any(f.name in HAND_WORDS for f in plan_layout(plan)):
             unposed = sum(1 for r in records if r.get("height") is None)
             if unposed:
                 raise ConfigError(f"plan: {plan!r} needs each robot sample's hand height (the episode's "
@@ -193,7 +200,7 @@ class MixtureDataset:
                                tokens=self._tokens[index], plan=plan, plan_given=True)
             return Example("robot", np.asarray(self.robot.image(index)), record["instruction"],
                            tokens=self._tokens[index], points=points, plan=plan,
-                           hand_numbers=self._hand_numbers)
+                           number_points=self._number_points)
         index -= self.robot_count
         record = self.vqa.records[index]
         point = record.get("point")
@@ -367,15 +374,12 @@ class Rt2Collator:
                 queries[row, start - 1:start - 1 + asked] = True
                 continue
             own = numbers[row]
-            pairs = 2 * len(example.points)
-            if meta.plan_length[row] and len(own) == pairs + example.hand_numbers:
-                # The positions whose logits predict point k's column and row.
-                for k in range(len(example.points)):
-                    for position in own[2 * k:2 * k + 2]:
-                        queries[row, k, position - 1] = True
-                # The hand's height and finger state are read where the hand is: the last point.
-                for position in own[pairs:]:
-                    queries[row, len(example.points) - 1, position - 1] = True
+            reads = example.number_points or tuple(k for k in range(len(example.points)) for _ in range(2))
+            if meta.plan_length[row] and len(own) == len(reads):
+                # The position whose logits predict each number asks for the point it is read from
+                # (a point's column and row its own; the hand's height and fingers the gripper's).
+                for position, k in zip(own, reads):
+                    queries[row, k, position - 1] = True
             else:
                 # No plan (a VQA point), or numbers that do not line up with the points (a
                 # tokenizer that splits them): every point is asked for by the whole plan/answer.

@@ -71,13 +71,15 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from rt2_ros.action_language import ActionLanguageError, Embodiment
+from rt2_ros.action_language.plans import (HAND_WORDS, PLAN_KINDS, PLAN_LAYOUTS, POINT_BINS, PlanField,
+                                           offset_numbers, plan_layout, plan_number_labels, point_bin)
 from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.mcap_io import BagError, BagWriter
 
-__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "REQUIRED_POINTS", "POINT_BINS", "PLAN_KINDS", "HAND_WORDS",
-           "point_bin", "plan_point_names", "plan_hand_numbers", "sample_plan", "points_plan", "hand_plan",
-           "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep",
+__all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "REQUIRED_POINTS", "POINT_BINS", "PLAN_KINDS", "PLAN_LAYOUTS",
+           "PlanField", "HAND_WORDS", "point_bin", "plan_layout", "plan_point_names", "plan_number_points",
+           "plan_number_labels", "sample_plan", "points_plan", "hand_plan", "offset_plan", "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep",
            "Episode", "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
@@ -88,50 +90,48 @@ _PREFIX = "rt2_ros."
 GROUNDING_POINTS = ("goal", "gripper", "object")
 #: The grounding points a step needs for its points to be kept (the object's came later).
 REQUIRED_POINTS = ("goal", "gripper")
-#: What robot answers plan before the action: nothing; the goal and gripper image points
-#: ("points"); or first the task's object named and pointed at as a "where is the X?" answer
-#: does, then the goal and gripper ("object_points"); or that and then the hand's state: its
-#: height and whether the fingers were last told to close ("object_points_hand").
-PLAN_KINDS = ("none", "points", "object_points", "object_points_hand")
-#: The words of a plan's hand state, each followed by its integer (see :func:`hand_plan`).
-HAND_WORDS = ("height", "closed")
-
-
-#: Image points as text: column and row in 256ths of the width and height (the simulator's
-#: "where is the X?" answers and the plans below).
-POINT_BINS = 256
-
-
-def point_bin(fraction: float) -> int:
-    """A fraction of the image width or height as its POINT_BINS bin (off the image: the edge bin)."""
-    return min(max(int(float(fraction) * POINT_BINS), 0), POINT_BINS - 1)
+# Plans (PLAN_LAYOUTS, point_bin, ...) are the answer language's: rt2_ros.action_language.plans;
+# this module builds them from episode steps.
 
 
 def plan_point_names(kind: str) -> tuple[str, ...]:
     """The grounding points a robot sample trained with plan ``kind`` (PLAN_KINDS) is pointed at, in
-    the order its plan writes them (no plan: the goal and the gripper)."""
-    if kind not in PLAN_KINDS:
-        raise ConfigError(f"plan: expected one of {', '.join(PLAN_KINDS)}, got {kind!r}")
-    return ("object", *REQUIRED_POINTS) if kind in ("object_points", "object_points_hand") else REQUIRED_POINTS
+    the order its plan first reads them (no plan: the goal and the gripper)."""
+    layout = plan_layout(kind)
+    return tuple(dict.fromkeys(f.reads for f in layout)) if layout else REQUIRED_POINTS
 
 
-def plan_hand_numbers(kind: str) -> int:
-    """How many integers plan ``kind`` writes after its points (the hand state's: 0 or 2)."""
-    plan_point_names(kind)  # validates kind
-    return len(HAND_WORDS) if kind == "object_points_hand" else 0
+def plan_number_points(kind: str) -> tuple[int, ...]:
+    """For each integer plan ``kind`` writes, in order, the index in :func:`plan_point_names` of
+    the point it is read from (empty without a plan)."""
+    names = plan_point_names(kind)
+    return tuple(names.index(f.reads) for f in plan_layout(kind) for _ in range(f.numbers))
 
 
 def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Iterable[str],
                 height: float | None = None, gripper_command: float | None = None) -> str | None:
     """The plan a robot sample with these grounding ``points``, task ``objects`` and hand state
-    (``height``, ``gripper_command``: see :class:`EpisodeStep`; only ``object_points_hand`` uses them)
-    writes under plan ``kind`` (None without a plan)."""
-    if kind == "none":
+    (``height``, ``gripper_command``: see :class:`EpisodeStep`; only plans with the hand's fields
+    use them) writes under plan ``kind`` (None without a plan)."""
+    layout = plan_layout(kind)
+    if not layout:
         return None
-    text = points_plan(points, next(iter(objects)) if "object" in plan_point_names(kind) else None)
-    if plan_hand_numbers(kind):
-        text += " " + hand_plan(height, gripper_command)
-    return text
+    words: list[str] = []
+    hand: dict[str, str] = {}
+    if any(f.name in HAND_WORDS for f in layout):
+        said = hand_plan(height, gripper_command).split()
+        hand = dict(zip(said[0::2], said[1::2]))
+    for part in layout:
+        if part.name in hand:
+            words += [part.name, hand[part.name]]
+        elif part.name == "offset":
+            words += offset_plan(points).split()
+        else:
+            name = next(iter(objects), None) if part.name == "object" else None
+            if part.name == "object" and name is None:
+                raise ConfigError(f"objects: plan {kind!r} names the task's object, the sample names none")
+            words += points_plan(points, name, names=(part.name,)).split()
+    return " ".join(words)
 
 
 def hand_plan(height: float | None, gripper_command: float | None) -> str:
@@ -154,7 +154,8 @@ def hand_plan(height: float | None, gripper_command: float | None) -> str:
     return f"{HAND_WORDS[0]} {centimetres} {HAND_WORDS[1]} {closed}"
 
 
-def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None = None) -> str:
+def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None = None,
+                names: Iterable[str] | None = None) -> str:
     """The plan text of a robot sample's grounding points: ``"goal 131 88 gripper 127 201"``, or with
     ``object_name`` (plan ``object_points``) ``"green sphere 211 175 goal 131 88 gripper 127 201"``.
 
@@ -163,8 +164,12 @@ def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None =
     image (a gripper past the frame's edge) is written at the edge.  The
     object's point follows its name exactly as a "where is the green sphere?"
     answer follows the question, so a model that can point can write it.
+    ``names`` picks and orders the points (default: as above).
     """
-    names = plan_point_names("object_points" if object_name is not None else "points")
+    names = tuple(names) if names is not None else plan_point_names(
+        "object_points" if object_name is not None else "points")
+    if "object" in names and object_name is None:
+        raise ConfigError("object_name: expected the name of the task's object to write its point, got None")
     missing = [n for n in names if n not in points]
     if missing:
         raise ConfigError(f"points: expected {', '.join(names)}, got {sorted(points)}")
@@ -175,6 +180,21 @@ def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None =
         words.extend(str(object_name).split() if name == "object" else [name])
         words.extend(str(point_bin(f)) for f in points[name])
     return " ".join(words)
+
+
+def offset_plan(points: Mapping[str, Iterable[float]]) -> str:
+    """Where the goal is seen from the gripper, as plan text: ``"offset 150 97"``
+    (:func:`~rt2_ros.action_language.plans.offset_numbers` of the two points' bins).
+
+    The expert's motion is the 3D goal minus the hand's position; the action
+    can read its direction here rather than subtract the two points the plan
+    wrote, and the decoder computes these numbers from those points.
+    """
+    missing = [n for n in ("goal", "gripper") if n not in points]
+    if missing:
+        raise ConfigError(f"points: the offset needs the goal and the gripper, got {sorted(points)}")
+    goal, gripper = ([point_bin(f) for f in points[n]] for n in ("goal", "gripper"))
+    return "offset " + " ".join(str(v) for v in offset_numbers(goal, gripper))
 
 
 def plan_numbers(text: str) -> list[int]:

@@ -47,7 +47,7 @@ _SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
 # checkpoint trained without plans can be fine-tuned to plan.
 _PROMPT_TEXTS = ("Q: what action should the robot take to ? A:",
                  "In: What action should the robot take to ?\nOut:",
-                 "Plan: goal gripper height closed Action:")
+                 "Plan: goal gripper height closed offset Action:")
 
 
 def words_of(texts: Iterable[str]) -> list[str]:

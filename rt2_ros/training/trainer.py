@@ -36,7 +36,7 @@ from rt2_ros.errors import ActionLanguageError, ConfigError
 from rt2_ros.policy.profiles import PROFILES, read_checkpoint_metadata, resolve_action_setup
 from rt2_ros.training.checkpoint import (BOUNDS_CHOICES, SCHEME_CHOICES, action_statistics, checkpoint_metadata,
                                          choose_scheme, fit_embodiment, reinitialize_rows)
-from rt2_ros.training.episodes import ACTION_SOURCES, GROUNDING_POINTS, PLAN_KINDS, hand_plan, points_plan
+from rt2_ros.training.episodes import ACTION_SOURCES, PLAN_KINDS, plan_layout
 from rt2_ros.training.lerobot_data import LeRobotOptions, parse_action_map
 from rt2_ros.training.samples import OUTCOME_FILTERS, SampleSet
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
@@ -254,8 +254,7 @@ def _training_texts(robot: SampleSet | None, vqa: SampleSet | None, profile: str
 def _plan_words(plan: str) -> str:
     """Every word a plan of kind ``plan`` can write, numbers aside (objects' names come from the
     instructions)."""
-    text = points_plan({name: (0.5, 0.5) for name in GROUNDING_POINTS})
-    return text + " " + hand_plan(0.0, 0.0) if plan == "object_points_hand" else text
+    return " ".join(f.name for f in plan_layout(plan) if f.name != "object")
 
 
 def _add_missing_plan_words(model: Any, processor: Any, plan: str, log: Callable[[str], None]) -> None:
@@ -578,7 +577,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     metadata = _loadable_metadata(checkpoint_metadata(
         profile=config.profile, embodiment=embodiment, scheme=scheme, statistics=statistics,
         dataset=config.dataset_name, training_data=_training_data(robot_train),
-        chain_of_thought=config.plan != "none"))
+        chain_of_thought=config.plan != "none", plan="" if config.plan == "none" else config.plan))
     prefix_lm = model.config.model_type in PREFIX_LM_MODEL_TYPES
     grounding_layer = _grounding_setup(config, model, log)
     collator = Rt2Collator(processor, scheme, profile=config.profile, prefix_lm=prefix_lm,

@@ -1,0 +1,125 @@
+"""The words of a chain-of-thought plan: which fields a plan kind writes, and the ones the
+decoder computes instead of the model.
+
+A planning checkpoint answers ``Plan: <fields> Action: <integers>``; each
+field is a word followed by integers (``gripper 127 54``, ``height 30``,
+``offset 166 190``; the task's object is written by its name).  The trainer
+builds the plans from episodes (:mod:`rt2_ros.training.episodes`), the
+transformers backend decodes them; both read the layouts here.
+
+A *derived* field is arithmetic on fields written before it (the offset is
+the goal's point minus the gripper's).  A small model does not learn that
+subtraction from its examples (docs/training.md section 6, item 13), so the
+decoder writes a derived field's numbers itself from the numbers the model
+wrote: :func:`derived_numbers`.
+
+Pure Python: no torch, no rclpy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from rt2_ros.errors import ConfigError
+
+__all__ = ["POINT_BINS", "HAND_WORDS", "PlanField", "PLAN_LAYOUTS", "PLAN_KINDS", "point_bin", "plan_layout",
+           "plan_number_labels", "offset_numbers", "derived_numbers"]
+
+#: Image points as text: column and row in 256ths of the width and height (the simulator's
+#: "where is the X?" answers and the plans).
+POINT_BINS = 256
+#: The words of a plan's hand state, each followed by its integer.
+HAND_WORDS = ("height", "closed")
+
+
+@dataclass(frozen=True)
+class PlanField:
+    """One part of a plan: a word (``"object"`` is written as the task object's name), the
+    integers that follow it, the grounding point whose image patch those integers are read
+    from (``rt2-ros train --grounding-weight`` asks the positions predicting them to look there),
+    and whether the decoder computes them from earlier fields (:func:`derived_numbers`)."""
+
+    name: str
+    numbers: int
+    reads: str
+    derived: bool = False
+
+
+def _point_field(name: str) -> PlanField:
+    return PlanField(name, 2, name)
+
+
+_HAND_FIELDS = (PlanField("height", 1, "gripper"), PlanField("closed", 1, "gripper"))
+#: What robot answers plan before the action, field by field: nothing; the goal and gripper
+#: image points ("points"); or first the task's object named and pointed at as a "where is the
+#: X?" answer does, then the goal and gripper ("object_points"); or that and then the hand's
+#: state: its height and whether the fingers were last told to close ("object_points_hand"); or
+#: the hand first (its point, height and fingers), then the object and the goal, then the goal's
+#: offset from the hand ("hand_points_offset": see :func:`offset_numbers`), which the action
+#: reads its direction from and the decoder computes.
+PLAN_LAYOUTS: dict[str, tuple[PlanField, ...]] = {
+    "none": (),
+    "points": (_point_field("goal"), _point_field("gripper")),
+    "object_points": (_point_field("object"), _point_field("goal"), _point_field("gripper")),
+    "object_points_hand": (_point_field("object"), _point_field("goal"), _point_field("gripper"), *_HAND_FIELDS),
+    "hand_points_offset": (_point_field("gripper"), *_HAND_FIELDS, _point_field("object"), _point_field("goal"),
+                           PlanField("offset", 2, "goal", derived=True)),
+}
+PLAN_KINDS = tuple(PLAN_LAYOUTS)
+
+
+def point_bin(fraction: float) -> int:
+    """A fraction of the image width or height as its POINT_BINS bin (off the image: the edge bin)."""
+    return min(max(int(float(fraction) * POINT_BINS), 0), POINT_BINS - 1)
+
+
+def plan_layout(kind: str) -> tuple[PlanField, ...]:
+    """The fields plan ``kind`` (PLAN_KINDS) writes, in order (validates ``kind``)."""
+    if kind not in PLAN_LAYOUTS:
+        raise ConfigError(f"plan: expected one of {', '.join(PLAN_KINDS)}, got {kind!r}")
+    return PLAN_LAYOUTS[kind]
+
+
+def plan_number_labels(kind: str) -> tuple[str, ...]:
+    """A short label per integer plan ``kind`` writes (``"goal col"``, ``"height"``, ...)."""
+    return tuple(f"{f.name} {axis}" if f.numbers == 2 else f.name
+                 for f in plan_layout(kind) for axis in (("col", "row") if f.numbers == 2 else ("",)))
+
+
+def offset_numbers(goal: Sequence[int], gripper: Sequence[int]) -> tuple[int, int]:
+    """Where the goal is seen from the gripper: ``128 + (goal bin - gripper bin) // 2`` for the
+    column, then the row (point bins, halved so the whole image fits in 0..255; 128 = the hand is
+    at the goal's column/row, above 128 = the goal lies right of / below the hand)."""
+    column, row = (min(max(POINT_BINS // 2 + (int(g) - int(h)) // 2, 0), POINT_BINS - 1)
+                   for g, h in zip(goal, gripper))
+    return column, row
+
+
+def _last_point(words: list[str], name: str) -> tuple[int, int] | None:
+    """The two integers after the last ``name`` in ``words`` (None when not written so)."""
+    for index in range(len(words) - 3, -1, -1):
+        if words[index] == name:
+            numbers = words[index + 1:index + 3]
+            if all(word.isdigit() and int(word) < POINT_BINS for word in numbers):
+                return int(numbers[0]), int(numbers[1])
+            return None
+    return None
+
+
+def derived_numbers(kind: str, text: Iterable[str] | str) -> list[int] | None:
+    """The numbers the decoder writes next when plan ``text`` (the plan so far, ending with a
+    word) has just named a derived field of plan ``kind``; None when the last word is not one,
+    or when the fields it is computed from were not written as integers (the model's numbers
+    are then left to the model)."""
+    words = text.split() if isinstance(text, str) else list(text)
+    if not words:
+        return None
+    field = next((f for f in plan_layout(kind) if f.derived and f.name == words[-1]), None)
+    if field is None:
+        return None
+    if field.name == "offset":
+        goal, gripper = _last_point(words[:-1], "goal"), _last_point(words[:-1], "gripper")
+        if goal is None or gripper is None:
+            return None
+        return list(offset_numbers(goal, gripper))
+    raise ConfigError(f"plan {kind!r}: no rule computes the derived field {field.name!r}")
