@@ -163,9 +163,10 @@ def attention_figures(policy, examples: list, layer: int, names: tuple[str, ...]
 
 def _column_indices(words: list[str], point: str, plan: str) -> list[int]:
     """Where in a plan (kind ``plan``) of these words the column of ``point`` (a point or offset
-    field) or the number of a hand field ("height", "closed") is written; for the goal also the
-    object's column when the plan has one, which the goal copies on the way to the object, so an
-    action may read either."""
+    field), the number of a hand field ("height", "closed") or the number a full label names
+    ("offset row": see plan_number_labels) is written; for the goal also the object's column
+    when the plan has one, which the goal copies on the way to the object, so an action may read
+    either."""
     from rt2_ros.training.episodes import plan_number_labels
 
     wanted = {f"{point} col", point} | ({"object col"} if point == "goal" else set())
@@ -297,18 +298,20 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("image", "black"):
             print(f"  {key:<26} " + " ".join(f"{v:9.1f}" for v in errors[f"plan_{key}"].mean(axis=0)))
         print("does the action follow the plan? first steps, true plan with one field's number written low, "
-              "then high (a point's column 32 -> 224, the goal's with the object's; the offset's column 96 -> "
-              "160: the goal left, then right of the hand): mean |change of the expected bin| per dim:")
+              "then high (a point's column 32 -> 224, the goal's with the object's; the offset's column and "
+              "row 96 -> 160: the goal left / above, then right / below the hand): mean |change of the "
+              "expected bin| per dim:")
         print("  " + " " * 27 + " ".join(f"{n:>9}" for n in embodiment.names))
         changes = [("goal", (32, 224)), ("gripper", (32, 224))]
         if "height" in fields:
             # The hand state's numbers: the height (cm) low, then high; the fingers open, then closed.
             changes += [("height", (5, 30)), ("closed", (0, 1))]
         if "offset" in fields:
-            changes += [("offset", (96, 160))]
+            # Left, then right of the hand; above, then below it (forward / back on the table).
+            changes += [("offset", (96, 160)), ("offset row", (96, 160))]
         for point, columns in changes:
             shift = plan_following(policy, first, columns=columns, point=point, plan=plan)
-            label = f"{point}{'' if point in HAND_WORDS else ' column'} {columns[0]} -> {columns[1]}"
+            label = f"{point}{'' if point in HAND_WORDS or ' ' in point else ' column'} {columns[0]} -> {columns[1]}"
             print(f"  {label:<26} " + " ".join(f"{v:9.1f}" for v in shift.mean(axis=0)))
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0

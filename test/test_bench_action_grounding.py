@@ -89,7 +89,7 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
     hits = re.findall(order + "  grounding loss", out)
     assert len(hits) == 2 and all(bool(h) == with_object for h in hits), out
     changes = (["goal column 32 -> 224", "gripper column 32 -> 224"] + ["height 5 -> 30", "closed 0 -> 1"][:hand]
-               + ["offset column 96 -> 160"][:offset // 2])
+               + ["offset column 96 -> 160", "offset row 96 -> 160"][:offset])
     for change in changes:
         row = re.search(rf"{change}((?:\s+\S+){{8}})$", out, re.MULTILINE)
         assert row, out
@@ -116,4 +116,4 @@ def test_plan_following_moves_the_goal_with_the_object_it_copies_and_the_gripper
     plan = "hand_points_offset"
     assert columns(hand_first, "gripper", plan) == [1] and columns(hand_first, "goal", plan) == [9, 12]
     assert columns(hand_first, "height", plan) == [4] and columns(hand_first, "closed", plan) == [6]
-    assert columns(hand_first, "offset", plan) == [15]
+    assert columns(hand_first, "offset", plan) == [15] and columns(hand_first, "offset row", plan) == [16]

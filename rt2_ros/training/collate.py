@@ -58,7 +58,7 @@ the object and the goal, then where the goal lies from the hand (``Plan:
 gripper 127 201 height 31 closed 0 green sphere 211 175 goal 131 88 offset
 130 71 Action: ...``; :func:`~rt2_ros.training.episodes.offset_plan`), the
 offset's numbers asked to read the goal's patch.  Which point each number
-reads is the plan layout's (:data:`~rt2_ros.training.episodes.PLAN_LAYOUTS`).
+reads is the plan layout's (:data:`~rt2_ros.action_language.plans.PLAN_LAYOUTS`).
 Items with ``plan_given`` (``MixtureDataset(plan_given_fraction=...)``) take
 the plan as context: no loss on it, only on the action and eos.
 """

@@ -79,8 +79,9 @@ from rt2_ros.training.mcap_io import BagError, BagWriter
 
 __all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "REQUIRED_POINTS", "POINT_BINS", "PLAN_KINDS", "PLAN_LAYOUTS",
            "PlanField", "HAND_WORDS", "point_bin", "plan_layout", "plan_point_names", "plan_number_points",
-           "plan_number_labels", "sample_plan", "points_plan", "hand_plan", "offset_plan", "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep",
-           "Episode", "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
+           "plan_number_labels", "sample_plan", "points_plan", "hand_plan", "offset_plan", "plan_numbers",
+           "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode", "EpisodeBagWriter", "read_episode",
+           "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
 ACTION_SOURCES = ("auto", "rt2_action", "ee_pose")
@@ -129,7 +130,8 @@ def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Itera
         else:
             name = next(iter(objects), None) if part.name == "object" else None
             if part.name == "object" and name is None:
-                raise ConfigError(f"objects: plan {kind!r} names the task's object, the sample names none")
+                raise ConfigError(f"objects: plan {kind!r} names the task's object: expected the sample's "
+                                  f"objects, got none")
             words += points_plan(points, name, names=(part.name,)).split()
     return " ".join(words)
 
