@@ -11,7 +11,8 @@
 # Round N collects DATA/DG(2N-1) and DATA/DG(2N) with seeds 300000 + 20000 (N-1) (+ 10000); a
 # round already collected is not collected again. Measured (item 12): 13 min of collection and
 # 14 min of training on 2 cores; round 1 brought the arm to the objects (closest approach 3-8 cm,
-# 4/40 grasps, 0/40 solved), round 2 did not add to it.
+# 4/40 grasps, 0/40 solved), round 2 did not add to it. With PLAN=hand_points_offset (item 13)
+# rounds 3 and 4 each added: 1/40, then 2/40 solved (GHOD, GHOD2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${MODEL:?MODEL: the checkpoint that drives (e.g. the output of train_bundled_model.sh)}"
