@@ -362,18 +362,26 @@ def test_object_points_plans_name_and_point_at_the_tasks_object_first():
         points_plan(record["points"], " ")
 
 
-def test_hand_plans_add_the_hands_height_and_finger_state_after_the_points():
+def _hand_sample(gripper_command: float):
+    """The rt2_arm embodiment, one cached robot sample record with the hand's state and all three
+    grounding points, and its 4 x 4 pixels."""
     from rt2_ros.action_language import load_embodiment
-    from rt2_ros.errors import ConfigError
-    from rt2_ros.training.episodes import hand_plan
 
     arm = load_embodiment("rt2_arm")
     tokens = arm.encode({"terminate": False, "x": 0.01, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
                          "yaw": 0.0, "gripper": 1.0})
     record = {"instruction": "pick up the red cube", "tokens": tokens, "offset": 0, "shape": [4, 4, 3],
-              "objects": ["red cube"], "height": 0.3149, "gripper_command": 0.7,
+              "objects": ["red cube"], "height": 0.3149, "gripper_command": gripper_command,
               "points": {"goal": [0.1, 0.9], "gripper": [0.5, 0.2], "object": [0.3, 0.6]}}
     pixels = np.zeros(48, np.uint8)
+    return arm, record, pixels
+
+
+def test_hand_plans_add_the_hands_height_and_finger_state_after_the_points():
+    from rt2_ros.errors import ConfigError
+    from rt2_ros.training.episodes import hand_plan
+
+    arm, record, pixels = _hand_sample(gripper_command=0.7)
     item = MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="object_points_hand")[0]
     assert item.plan == "red cube 76 153 goal 25 230 gripper 128 51 height 31 closed 1"
     assert item.points == ((0.3, 0.6), (0.1, 0.9), (0.5, 0.2)) and item.number_points == (0, 0, 1, 1, 2, 2, 2, 2)
@@ -413,17 +421,10 @@ def test_a_hand_plans_height_and_finger_state_are_asked_to_read_the_grippers_pat
 
 
 def test_hand_first_plans_write_the_hand_then_the_object_and_goal_then_the_goals_offset(paligemma):
-    from rt2_ros.action_language import load_embodiment
     from rt2_ros.errors import ConfigError
     from rt2_ros.training.episodes import offset_plan, plan_number_labels
 
-    arm = load_embodiment("rt2_arm")
-    tokens = arm.encode({"terminate": False, "x": 0.01, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
-                         "yaw": 0.0, "gripper": 1.0})
-    record = {"instruction": "pick up the red cube", "tokens": tokens, "offset": 0, "shape": [4, 4, 3],
-              "objects": ["red cube"], "height": 0.3149, "gripper_command": 0.0,
-              "points": {"goal": [0.1, 0.9], "gripper": [0.5, 0.2], "object": [0.3, 0.6]}}
-    pixels = np.zeros(48, np.uint8)
+    arm, record, pixels = _hand_sample(gripper_command=0.0)
     item = MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="hand_points_offset")[0]
     # goal 25 230, gripper 128 51: the goal is 103 bins left of the hand and 179 below it.
     assert item.plan == "gripper 128 51 height 31 closed 0 red cube 76 153 goal 25 230 offset 76 217"

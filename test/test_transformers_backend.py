@@ -222,17 +222,23 @@ def test_chain_of_thought_returns_a_plan_then_a_legal_action(paligemma, llava):
             assert_legal(policy, out)
 
 
+def act_writing(policy: TransformersPolicy, words: str):
+    """``policy.act`` on a random image with the model's free-text choices replaced by the tokens
+    of ``words`` (then id 0): what the decoder does around a plan the model writes."""
+    script = iter(encode_text(policy.tokenizer, words) + [0] * 50)
+    real_free_token = policy._free_token
+    policy._free_token = lambda hidden: torch.full((hidden.shape[0],), next(script), dtype=torch.long)
+    try:
+        return policy.act(random_images(1)[0], "pick up the red block")
+    finally:
+        policy._free_token = real_free_token
+
+
 @pytest.mark.parametrize("marker", ["Action :", "action:"])  # a lower-casing tokenizer writes the second
 def test_chain_of_thought_forces_the_marker_and_stops_at_one_the_model_writes(llava, marker):
     policy = TransformersPolicy(llava.model, llava.processor, llava.setup, chain_of_thought=True,
                                 max_plan_tokens=4, warmup=False)
-    script = iter(encode_text(policy.tokenizer, f"red block {marker}") + [0] * 50)
-    real_free_token = policy._free_token
-    policy._free_token = lambda hidden: torch.full((hidden.shape[0],), next(script), dtype=torch.long)
-    try:
-        out = policy.act(random_images(1)[0], "pick up the red block")
-    finally:
-        policy._free_token = real_free_token
+    out = act_writing(policy, f"red block {marker}")
     assert out.plan == "red block"
     assert_legal(policy, out)
 
@@ -256,13 +262,7 @@ def test_a_plans_derived_fields_are_computed_from_what_the_model_wrote(kind, pla
                                 warmup=False)
     assert policy.plan_kind == kind
     # The model's own words: the points, the field's word, numbers of its own, the marker.
-    script = iter(encode_text(policy.tokenizer, "gripper 10 200 goal 30 40 offset 7 Action:") + [0] * 50)
-    real_free_token = policy._free_token
-    policy._free_token = lambda hidden: torch.full((hidden.shape[0],), next(script), dtype=torch.long)
-    try:
-        out = policy.act(random_images(1)[0], "pick up the red block")
-    finally:
-        policy._free_token = real_free_token
+    out = act_writing(policy, "gripper 10 200 goal 30 40 offset 7 Action:")
     if kind == "hand_points_offset":
         # The model's "7" comes after the computed numbers (it writes on freely): only the
         # numbers the field takes are forced.

@@ -533,8 +533,9 @@ class TransformersPolicy(Policy):
                 elif current[r] == "derived":
                     feed[r] = queue[r].pop(0)
                     plan_ids[r].append(feed[r])
-                    plan_text[r] = self.tokenizer.decode(plan_ids[r], skip_special_tokens=True)
                     if not queue[r]:
+                        # The plan so far includes the forced numbers (the model may end it next).
+                        plan_text[r] = self.tokenizer.decode(plan_ids[r], skip_special_tokens=True)
                         phase[r] = "plan"
             action_rows = [r for r in range(rows) if current[r] == "action"]
             for p in sorted({len(action_ids[r]) for r in action_rows}):

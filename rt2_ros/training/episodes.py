@@ -79,9 +79,9 @@ from rt2_ros.training.mcap_io import BagError, BagWriter
 
 __all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "REQUIRED_POINTS", "POINT_BINS", "PLAN_KINDS", "PLAN_LAYOUTS",
            "PlanField", "HAND_WORDS", "point_bin", "plan_layout", "plan_point_names", "plan_number_points",
-           "plan_number_labels", "sample_plan", "points_plan", "hand_plan", "offset_plan", "plan_numbers",
-           "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode", "EpisodeBagWriter", "read_episode",
-           "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
+           "plan_number_labels", "sample_plan", "points_plan", "hand_plan", "hand_numbers", "offset_plan",
+           "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode", "EpisodeBagWriter",
+           "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
 ACTION_SOURCES = ("auto", "rt2_action", "ee_pose")
@@ -118,13 +118,10 @@ def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Itera
     if not layout:
         return None
     words: list[str] = []
-    hand: dict[str, str] = {}
-    if any(f.name in HAND_WORDS for f in layout):
-        said = hand_plan(height, gripper_command).split()
-        hand = dict(zip(said[0::2], said[1::2]))
+    hand = hand_numbers(height, gripper_command) if any(f.name in HAND_WORDS for f in layout) else {}
     for part in layout:
         if part.name in hand:
-            words += [part.name, hand[part.name]]
+            words += [part.name, str(hand[part.name])]
         elif part.name == "offset":
             words += offset_plan(points).split()
         else:
@@ -137,7 +134,12 @@ def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Itera
 
 
 def hand_plan(height: float | None, gripper_command: float | None) -> str:
-    """The hand's state as plan text: ``"height 31 closed 0"``.
+    """The hand's state as plan text: ``"height 31 closed 0"`` (see :func:`hand_numbers`)."""
+    return " ".join(f"{word} {number}" for word, number in hand_numbers(height, gripper_command).items())
+
+
+def hand_numbers(height: float | None, gripper_command: float | None) -> dict[str, int]:
+    """The hand's state as plan numbers, by HAND_WORDS: ``{"height": 31, "closed": 0}``.
 
     ``height`` is the end effector's z in the episode's base frame (m), written
     in whole centimetres (0..POINT_BINS-1, like a point's numbers); ``closed``
@@ -153,7 +155,7 @@ def hand_plan(height: float | None, gripper_command: float | None) -> str:
         raise ConfigError(f"gripper_command: expected a finite closedness 0..1 or None, got {gripper_command!r}")
     centimetres = min(max(int(round(float(height) * 100)), 0), POINT_BINS - 1)
     closed = int(gripper_command is not None and float(gripper_command) >= 0.5)
-    return f"{HAND_WORDS[0]} {centimetres} {HAND_WORDS[1]} {closed}"
+    return dict(zip(HAND_WORDS, (centimetres, closed)))
 
 
 def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None = None,
