@@ -26,8 +26,9 @@ def test_eval_with_the_expert_prints_a_table_and_writes_json(tmp_path):
     assert rows == {"pick": "2/2", "move_near": "2/2", "push": "2/2", "place_on": "2/2", "overall": "8/8"}
     # How far the episodes got: the expert's grasps reach the object, its pushes never grasp.
     progress = {line.split()[0]: line.split() for line in lines[lines.index("") + 2:]}
-    assert progress["pick"][-2:] == ["grasped", "2/2"] and progress["push"][-2:] == ["grasped", "0/2"]
-    assert progress["overall"][-1] == "6/8" and float(progress["pick"][1]) < 1.0, progress
+    assert progress["pick"][-4:] == ["grasped", "2/2", "reached", "2/2"]
+    assert progress["push"][-4:] == ["grasped", "0/2", "reached", "2/2"]
+    assert progress["overall"][-3] == "6/8" and float(progress["pick"][1]) < 1.0, progress
     assert done.stderr.count("rt2-ros eval: [") == 8
     data = json.loads(out.read_text())
     assert data["privileged"] is True and data["backend"] == "expert" and data["training_data"] is None
@@ -37,9 +38,31 @@ def test_eval_with_the_expert_prints_a_table_and_writes_json(tmp_path):
     assert all(e["success"] and e["terminated"] and e["error"] == "" for e in episodes)
     assert all(e["grasped"] == (e["kind"] != "push") and 0 <= e["closest_m"] < 0.04 for e in episodes)
     assert data["progress"]["overall"]["grasped"] == 6 and data["progress"]["push"]["episodes"] == 2
+    # The expert sees the task solved after the step that solved it and terminates on the next.
+    assert all(e["first_success_step"] == e["steps"] - 1 for e in episodes), episodes
     # The same arguments pose the same episodes.
     again = _cli("--backend", "expert", "--episodes", "1", "--tasks", "pick", "--json", "-")
     assert json.loads(again.stdout)["episodes"][0]["instruction"] == episodes[0]["instruction"]
+
+
+def test_episodes_solved_at_some_step_but_not_at_the_end_are_counted_apart():
+    from rt2_ros.sim.evaluation import EpisodeOutcome, EvaluationReport
+
+    def outcome(success, first_success_step):
+        return EpisodeOutcome(kind="pick", seed=0, instruction="pick up the red cube",
+                              objects=("red cube",), success=success, terminated=success, steps=80,
+                              wall_s=1.0, closest_m=0.01, grasped=True,
+                              first_success_step=first_success_step)
+
+    report = EvaluationReport(backend="transformers", model="m", privileged=False, control_rate_hz=5.0,
+                              max_steps=80, seed=0)
+    # Solved and stopped; lifted at step 21 then carried off (no terminate); never lifted.
+    report.outcomes = [outcome(True, 16), outcome(False, 21), outcome(False, None)]
+    assert report.table_rows()["pick"]["all"]["successes"] == 1
+    assert report.progress_rows()["pick"] == {"episodes": 3, "grasped": 3, "reached": 2,
+                                               "closest_median_m": 0.01}
+    assert report.progress_text().splitlines()[1].split()[-4:] == ["grasped", "3/3", "reached", "2/3"]
+    assert [e["first_success_step"] for e in report.to_json()["episodes"]] == [16, 21, None]
 
 
 @pytest.mark.parametrize("args, message", [

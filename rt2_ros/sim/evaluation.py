@@ -169,6 +169,10 @@ class EpisodeOutcome:
     error: str = ""
     closest_m: float | None = None   # how near the tool centre point came to the task's object
     grasped: bool = False            # whether the gripper ever held it
+    # The first step after which the task's detector fired, even if the episode did not end
+    # solved: a policy that lifts the object and then carries it off or drops it (instead of
+    # terminating) reached success and lost it, a different failure from never getting there.
+    first_success_step: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The outcome as a JSON object."""
@@ -178,7 +182,7 @@ class EpisodeOutcome:
                 "wall_s": round(self.wall_s, 3), "objects_seen": self.objects_seen,
                 "instruction_seen": self.instruction_seen, "error": self.error,
                 "closest_m": None if self.closest_m is None else round(self.closest_m, 4),
-                "grasped": self.grasped}
+                "grasped": self.grasped, "first_success_step": self.first_success_step}
 
 
 def _rate(outcomes: Sequence[EpisodeOutcome]) -> dict[str, Any]:
@@ -251,22 +255,25 @@ class EvaluationReport:
 
     def progress_rows(self) -> dict[str, dict[str, Any]]:
         """How far the episodes got, per kind and overall: ``{kind: {episodes, grasped,
-        closest_median_m}}`` (the median over episodes of the closest approach of the tool
-        centre point to the task's object; what moves first when a policy starts to work)."""
+        reached, closest_median_m}}`` (the median over episodes of the closest approach of the
+        tool centre point to the task's object, what moves first when a policy starts to work;
+        reached: episodes whose task was solved at some step, ended solved or not)."""
         rows = {}
         for kind, subset in self._by_kind():
             closest = [o.closest_m for o in subset if o.closest_m is not None]
             rows[kind] = {"episodes": len(subset), "grasped": sum(o.grasped for o in subset),
+                          "reached": sum(o.first_success_step is not None for o in subset),
                           "closest_median_m": round(float(np.median(closest)), 4) if closest else None}
         return rows
 
     def progress_text(self) -> str:
         """:meth:`progress_rows` as one line per kind."""
         lines = ["how far they got (all episodes): median closest approach to the task's object, "
-                 "episodes that grasped it"]
+                 "episodes that grasped it, episodes solved at some step"]
         for kind, row in self.progress_rows().items():
             closest = "-" if row["closest_median_m"] is None else f"{100 * row['closest_median_m']:.1f} cm"
-            lines.append(f"  {kind:<10} {closest:>8}   grasped {row['grasped']}/{row['episodes']}")
+            lines.append(f"  {kind:<10} {closest:>8}   grasped {row['grasped']}/{row['episodes']}"
+                         f"   reached {row['reached']}/{row['episodes']}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -364,6 +371,7 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
                 outcome.success, outcome.terminated = result.success, result.terminated
                 outcome.steps = result.steps
                 outcome.closest_m, outcome.grasped = result.closest_m, result.grasped
+                outcome.first_success_step = result.first_success_step
             except (PolicyError, SimError, Rt2RosError) as err:
                 outcome.error = f"{type(err).__name__}: {err}"
                 outcome.success = bool(sim.task is not None and sim.success())
