@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rt2_ros.errors import ConfigError
-from rt2_ros.training.mixture import MixtureSampler, robot_counts
+from rt2_ros.training.mixture import MixtureSampler, event_repeats, event_steps, robot_counts
 
 
 @pytest.mark.parametrize("fraction,batch_size", [(0.5, 16), (0.66, 8), (0.25, 6), (0.9, 3), (1.0, 4), (0.0, 5)])
@@ -74,3 +74,43 @@ def test_errors_name_the_problem():
         MixtureSampler(10, 10, 4, 1.5)
     with pytest.raises(ConfigError, match="batch_size: expected an integer >= 1, got 0"):
         MixtureSampler(10, 10, 0, 0.5)
+
+
+def _step(episode, grip, before=None, terminate=False):
+    record = {"episode": episode, "action": {"terminate": terminate, "x": 0.0, "gripper": grip}}
+    if before is not None:
+        record["gripper_command"] = before
+    return record
+
+
+def test_event_steps_are_gripper_switches_and_terminates():
+    # From the command before the step when recorded (sim and recorded episodes) ...
+    recorded = [_step("a", 0.0, 0.0), _step("a", 1.0, 0.0), _step("a", 1.0, 1.0),
+                _step("a", 0.0, 1.0), _step("a", 0.0, 0.0, terminate=True)]
+    assert event_steps(recorded).tolist() == [False, True, False, True, True]
+    # ... else from the previous step's action in the same episode; a new episode starts afresh.
+    bare = [_step("a", 0.0), _step("a", 1.0), _step("a", 1.0), _step("b", 1.0), _step("b", 0.2)]
+    assert event_steps(bare).tolist() == [False, True, False, False, True]
+    assert event_repeats(recorded, 4).tolist() == [1, 4, 1, 4, 4]
+    with pytest.raises(ConfigError, match="event_repeat: expected an integer >= 1, got 0"):
+        event_repeats(recorded, 0)
+
+
+def test_repeated_robot_samples_are_drawn_that_many_times_per_pass():
+    repeats = np.ones(40, np.int64)
+    repeats[[3, 17]] = 5
+    sampler = MixtureSampler(robot_count=40, vqa_count=100, batch_size=8, robot_fraction=0.5, seed=4,
+                             robot_repeats=repeats)
+    assert sampler.num_batches == 12  # 48 draws per pass at 4 robot samples per batch
+    robot_order = [int(i) for b in sampler.batches() for i in b if i < 40]
+    first_pass = robot_order[:48]
+    counts = np.bincount(first_pass, minlength=40)
+    assert counts[3] == counts[17] == 5 and (np.delete(counts, [3, 17]) == 1).all()
+    # Without repeats the draws are the ones the sampler always made.
+    plain = MixtureSampler(40, 100, 8, 0.5, seed=4)
+    same = MixtureSampler(40, 100, 8, 0.5, seed=4, robot_repeats=np.ones(40, np.int64))
+    assert [b.tolist() for b in plain.batches()] == [b.tolist() for b in same.batches()]
+    with pytest.raises(ConfigError, match=r"robot_repeats: expected 40 integers >= 1 .*got shape \(39,\)"):
+        MixtureSampler(40, 100, 8, 0.5, robot_repeats=np.ones(39, np.int64))
+    with pytest.raises(ConfigError, match="robot_repeats: expected 40 integers >= 1"):
+        MixtureSampler(40, 100, 8, 0.5, robot_repeats=np.zeros(40, np.int64))

@@ -70,8 +70,11 @@ def scratch_run(dataset, tmp_path_factory):
     config = TrainConfig(output_dir=str(out), data=(str(dataset / "episodes"),), vqa=(str(dataset / "vqa.jsonl"),),
                          from_scratch="tiny", max_steps=24, batch_size=8, learning_rate=3e-3, warmup=0.0,
                          lr_scheduler="constant", logging_steps=4, eval_steps=12, eval_episodes=1,
-                         eval_vqa_images=1, seed=0, use_cpu=True, extra={"disable_tqdm": True})
-    return out, train(config, log=lambda message: None)
+                         eval_vqa_images=1, seed=0, use_cpu=True, event_repeat=3, extra={"disable_tqdm": True})
+    logged = []
+    summary = train(config, log=logged.append)
+    summary["logged"] = logged
+    return out, summary
 
 
 def test_a_few_steps_reduce_the_loss(scratch_run):
@@ -86,6 +89,9 @@ def test_a_few_steps_reduce_the_loss(scratch_run):
     for key in ("eval_action_token_accuracy", "eval_action_exact_match", "eval_vqa_exact_match"):
         assert 0.0 <= final[key] <= 1.0
     assert final["eval_loss"] < evals[0]["eval_loss"] or final["eval_loss"] < losses[0]
+    # The 4 training episodes' last steps terminate (their gripper never switches): drawn 3 times.
+    assert ("event steps (gripper closes/opens, terminate): 4 of 24 robot samples (16.7%), "
+            "drawn 3 times per pass") in summary["logged"], summary["logged"]
 
 
 def test_checkpoint_loads_in_the_policy_and_acts_legally(scratch_run, dataset, capsys):
@@ -165,6 +171,10 @@ def test_bad_configurations_are_refused(dataset, tmp_path, capsys):
         TrainConfig(output_dir="x", data=("d",), from_scratch="tiny")
     with pytest.raises(ConfigError, match="from_scratch: expected one of tiny, small, got 'huge'"):
         TrainConfig(output_dir="x", data=("d",), vqa=("v",), from_scratch="huge")
+    with pytest.raises(ConfigError, match="event_repeat: expected an integer <= 100, got 500"):
+        TrainConfig(output_dir="x", data=("d",), vqa=("v",), from_scratch="tiny", event_repeat=500)
+    with pytest.raises(ConfigError, match="event_repeat: 2 repeats robot steps, but no robot data was given"):
+        TrainConfig(output_dir="x", vqa=("v",), robot_fraction=0.0, from_scratch="tiny", event_repeat=2)
     code = main(["train", "--out", str(tmp_path / "o"), "--from-scratch", "tiny",
                  "--data", str(dataset / "episodes"), "--robot-fraction", "1.5", "--vqa", "v"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -154,6 +154,10 @@ def register(subparsers: Any) -> None:
                        help="with --plan: this fraction of robot samples is trained as plan -> action only: "
                             "the image is another sample's, the plan is given (no loss on it), so the action "
                             "tokens learn to follow the plan instead of the image alone (default 0)")
+    train.add_argument("--event-repeat", type=int, default=1, metavar="K",
+                       help="draw the robot steps that close or open the gripper or terminate K times per "
+                            "pass over the data instead of once (1-100; default 1): they are a few per cent "
+                            "of the steps and a missed one fails the episode")
     train.add_argument("--lerobot-camera", default="", metavar="FEATURE",
                        help="LeRobot datasets in --data: the image/video feature to train on (default: the only one)")
     train.add_argument("--lerobot-action-map", default="", metavar="DIM=INDEX,...",
@@ -259,7 +263,7 @@ def run_train(args: argparse.Namespace) -> int:
         hf_image_column=args.hf_image_column, hf_question_column=args.hf_question_column,
         hf_answer_column=args.hf_answer_column, grounding_weight=args.grounding_weight,
         grounding_layer=args.grounding_layer, plan=args.plan, plan_given_fraction=args.plan_given_fraction,
-        lerobot_camera=args.lerobot_camera,
+        event_repeat=args.event_repeat, lerobot_camera=args.lerobot_camera,
         lerobot_action_map=args.lerobot_action_map, extra=extra)
     # The Trainer prints its logs and progress on stdout; stdout carries only the final JSON.
     with contextlib.redirect_stdout(sys.stderr):

@@ -12,18 +12,24 @@ long-run fraction matches the setting.  Robot positions inside a batch are
 shuffled.  Within each source, samples are drawn without replacement in a
 fresh permutation per pass, so every sample is seen once before any is seen
 twice.  Everything derives from ``seed`` and the epoch: deterministic.
+
+``robot_repeats`` draws some robot samples several times per pass.  The
+steps where a policy decides something - closing or opening the gripper,
+terminating - are a few of an episode's 20-40 steps (8 % in a DAgger round), yet
+a missed one fails the episode however well the arm moved; :func:`event_repeats`
+marks them.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from rt2_ros.errors import ConfigError
 from rt2_ros.validation import expect_int, expect_number
 
-__all__ = ["MixtureSampler", "robot_counts"]
+__all__ = ["MixtureSampler", "robot_counts", "event_steps", "event_repeats"]
 
 
 def robot_counts(batches: int, batch_size: int, robot_fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -32,6 +38,35 @@ def robot_counts(batches: int, batch_size: int, robot_fraction: float, rng: np.r
     base = math.floor(wanted)
     extra = rng.random(batches) < (wanted - base)
     return np.minimum(base + extra.astype(np.int64), batch_size)
+
+
+def event_steps(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Which robot records are decisions: the action terminates, or its gripper command is on the
+    other side of 0.5 from the command before it.
+
+    The command before is the record's ``gripper_command`` when it has one, else the previous
+    record's gripper action in the same episode (records in episode order, as the caches keep
+    them); an episode's first step without ``gripper_command`` is no gripper event.
+    """
+    out = np.zeros(len(records), bool)
+    previous_episode, previous_grip = None, None
+    for i, record in enumerate(records):
+        action = record.get("action") or {}
+        episode = record.get("episode")
+        before = record.get("gripper_command")
+        if before is None and episode == previous_episode:
+            before = previous_grip
+        grip = action.get("gripper")
+        switched = grip is not None and before is not None and (float(grip) >= 0.5) != (float(before) >= 0.5)
+        out[i] = bool(action.get("terminate")) or switched
+        previous_episode, previous_grip = episode, grip
+    return out
+
+
+def event_repeats(records: Sequence[Mapping[str, Any]], repeat: int) -> np.ndarray:
+    """Draws per pass for each robot record: ``repeat`` for :func:`event_steps`, 1 for the rest."""
+    expect_int("event_repeat", repeat, low=1, high=100)
+    return np.where(event_steps(records), repeat, 1).astype(np.int64)
 
 
 class _Cycle:
@@ -58,14 +93,24 @@ class MixtureSampler:
     """A torch-compatible sampler of mixed batches (see the module doc).
 
     ``num_batches`` batches per epoch (default: enough for every robot
-    sample once at the set fraction).  ``set_epoch`` (called by the HF
-    Trainer / accelerate) changes the draw; without it each new iteration
-    uses the next epoch.
+    draw once at the set fraction).  ``robot_repeats``: draws per pass of
+    each robot sample (default 1 each; see :func:`event_repeats`).
+    ``set_epoch`` (called by the HF Trainer / accelerate) changes the draw;
+    without it each new iteration uses the next epoch.
     """
 
     def __init__(self, robot_count: int, vqa_count: int, batch_size: int, robot_fraction: float = 0.5,
-                 seed: int = 0, num_batches: int | None = None):
+                 seed: int = 0, num_batches: int | None = None, robot_repeats: Sequence[int] | None = None):
         self.robot_count = expect_int("robot samples", robot_count, low=0)
+        if robot_repeats is None:
+            self.robot_pool = np.arange(robot_count)
+        else:
+            repeats = np.asarray(robot_repeats)
+            if repeats.shape != (robot_count,) or not np.issubdtype(repeats.dtype, np.integer) \
+                    or (robot_count and repeats.min() < 1):
+                raise ConfigError(f"robot_repeats: expected {robot_count} integers >= 1 (one per robot "
+                                  f"sample), got shape {repeats.shape} of {repeats.dtype}")
+            self.robot_pool = np.repeat(np.arange(robot_count), repeats)
         self.vqa_count = expect_int("vqa samples", vqa_count, low=0)
         self.batch_size = expect_int("batch_size", batch_size, low=1)
         self.robot_fraction = expect_number("robot_fraction", robot_fraction, low=0.0, high=1.0)
@@ -77,7 +122,7 @@ class MixtureSampler:
                               f"none (give VQA data, or set robot_fraction to 1.0)")
         if num_batches is None:
             per_batch = robot_fraction * batch_size
-            num_batches = math.ceil(robot_count / per_batch) if per_batch > 0 \
+            num_batches = math.ceil(len(self.robot_pool) / per_batch) if per_batch > 0 \
                 else math.ceil(vqa_count / batch_size)
         self.num_batches = expect_int("num_batches", max(1, int(num_batches)), low=1)
         self.epoch = 0
@@ -93,14 +138,14 @@ class MixtureSampler:
         """This epoch's batches as index arrays (robot indices < robot_count)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         counts = robot_counts(self.num_batches, self.batch_size, self.robot_fraction, rng)
-        robot = _Cycle(self.robot_count, rng) if self.robot_count else None
+        robot = _Cycle(len(self.robot_pool), rng) if self.robot_count else None
         vqa = _Cycle(self.vqa_count, rng) if self.vqa_count else None
         out = []
         for k in counts:
             k = int(k)
             parts = []
             if k:
-                parts.append(robot.take(k))
+                parts.append(self.robot_pool[robot.take(k)])
             if self.batch_size - k:
                 parts.append(vqa.take(self.batch_size - k) + self.robot_count)
             batch = np.concatenate(parts)

@@ -96,6 +96,7 @@ class TrainConfig:
                                                # "object_points" the task's object's point before them,
                                                # "object_points_hand" the hand's height and fingers after
     plan_given_fraction: float = 0.0           # robot samples trained as plan -> action only (see collate)
+    event_repeat: int = 1                      # draws per pass of gripper-switch and terminate steps (mixture)
     lerobot_camera: str = ""                   # LeRobot datasets: the camera feature ("" = the only one)
     lerobot_action_map: str = ""               # LeRobot datasets: "x=0,y=1,..." ("" = by action names)
     trust_remote_code: bool = False
@@ -157,6 +158,9 @@ class TrainConfig:
         if self.plan_given_fraction and self.plan == "none":
             raise ConfigError(f"plan_given_fraction: {self.plan_given_fraction} gives robot samples their "
                               f"plan, but plan is 'none' (set plan to one of {', '.join(PLAN_KINDS[1:])})")
+        expect_int("event_repeat", self.event_repeat, low=1, high=100)
+        if self.event_repeat > 1 and not self.data:
+            raise ConfigError(f"event_repeat: {self.event_repeat} repeats robot steps, but no robot data was given")
         expect_str("lerobot_camera", self.lerobot_camera)
         expect_str("lerobot_action_map", self.lerobot_action_map)
         parse_action_map("lerobot_action_map", self.lerobot_action_map)
@@ -364,7 +368,8 @@ def _make_trainer_class() -> Any:
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             return MixtureSampler(dataset.robot_count, dataset.vqa_count, self._train_batch_size,
-                                  self.rt2["robot_fraction"], seed=self.args.seed)
+                                  self.rt2["robot_fraction"], seed=self.args.seed,
+                                  robot_repeats=self.rt2.get("robot_repeats"))
 
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None,
                      metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -528,6 +533,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     from rt2_ros.policy.constrained_decoding import free_text_mask
     from rt2_ros.training.collate import PREFIX_LM_MODEL_TYPES, MixtureDataset, Rt2Collator
     from rt2_ros.training.from_scratch import SCRATCH_SHAPES, build_scratch_vlm
+    from rt2_ros.training.mixture import event_repeats
 
     started = time.perf_counter()
     set_seed(config.seed)
@@ -587,6 +593,12 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     eval_set = MixtureDataset(_cap(robot_eval, config.eval_max_samples, config.seed),
                               _cap(vqa_eval, config.eval_max_samples, config.seed), embodiment, cache_embodiment,
                               plan=config.plan)
+    robot_repeats = None
+    if config.event_repeat > 1 and robot_train is not None and len(robot_train):
+        robot_repeats = event_repeats(robot_train.records, config.event_repeat)
+        events = int((robot_repeats > 1).sum())
+        log(f"event steps (gripper closes/opens, terminate): {events} of {len(robot_train)} robot samples "
+            f"({events / len(robot_train):.1%}), drawn {config.event_repeat} times per pass")
     width = int(model.get_output_embeddings().weight.shape[0])
     free_mask = free_text_mask(processor.tokenizer, width)
     has_eval = len(eval_set) > 0
@@ -611,7 +623,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         data_collator=collator, processing_class=processor,
         rt2={"robot_fraction": config.robot_fraction, "scheme": scheme, "embodiment": embodiment,
              "free_mask": free_mask, "metadata": metadata, "grounding_weight": config.grounding_weight,
-             "grounding_layer": grounding_layer})
+             "grounding_layer": grounding_layer, "robot_repeats": robot_repeats})
     log(f"training {model.config.model_type} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
         f"parameters) for {config.max_steps} steps of {config.batch_size * config.grad_accum} samples, "
         f"robot fraction {config.robot_fraction}")
