@@ -6,8 +6,8 @@
 #   2. 3000 steps from MODEL on the data of scripts/train_bundled_model.sh, the relabelled
 #      episodes of this and all earlier rounds (DATA/DG*), the same VQA and hints, lr 5e-4 constant.
 # Usage: MODEL=GH OUT=GHD ROUND=1 [DATA=data/sim] [EPISODES=250] [STEPS=3000] [PLAN=object_points_hand]
-#        scripts/dagger_round.sh   (the plan must be one MODEL can write or learn; the data and flags
-#        shared with train_bundled_model.sh are in scripts/cofinetune_recipe.sh)
+#        [EVENT_REPEAT=1] scripts/dagger_round.sh   (the plan must be one MODEL can write or learn;
+#        the data and flags shared with train_bundled_model.sh are in scripts/cofinetune_recipe.sh)
 # Round N collects DATA/DG(2N-1) and DATA/DG(2N) with seeds 300000 + 20000 (N-1) (+ 10000); a
 # round already collected is not collected again. Measured (item 12): 13 min of collection and
 # 14 min of training on 2 cores; round 1 brought the arm to the objects (closest approach 3-8 cm,
@@ -20,6 +20,7 @@ out="${OUT:?OUT: where the new checkpoint goes}"
 round="${ROUND:?ROUND: 1, 2, ...}"
 data="${DATA:-data/sim}"
 episodes="${EPISODES:-250}"
+event_repeat="${EVENT_REPEAT:-1}"   # rt2-ros train --event-repeat: gripper switches and terminates
 plan="${PLAN:-object_points_hand}"
 [[ "$round" =~ ^[1-9][0-9]*$ ]] || { echo "ROUND: expected 1, 2, ..., got '$round'" >&2; exit 2; }
 collect=(.venv/bin/rt2-ros collect --image-size 224 --shadows --exclude-objects purple --vqa-scenes 0
@@ -40,4 +41,4 @@ relabelled=()
 for d in "$data"/DG*/; do relabelled+=(--data "${d%/}"); done
 .venv/bin/rt2-ros train --model "$model" "${recipe_robot[@]}" "${relabelled[@]}" "${recipe_vqa[@]}" \
     "${recipe_flags[@]}" --out "$out" --max-steps "${STEPS:-3000}" --lr 5e-4 --warmup 50 \
-    --lr-scheduler constant_with_warmup --eval-steps 1500
+    --lr-scheduler constant_with_warmup --eval-steps 1500 --event-repeat "$event_repeat"
