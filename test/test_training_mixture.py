@@ -91,6 +91,9 @@ def test_event_steps_are_gripper_switches_and_terminates():
     # ... else from the previous step's action in the same episode; a new episode starts afresh.
     bare = [_step("a", 0.0), _step("a", 1.0), _step("a", 1.0), _step("b", 1.0), _step("b", 0.2)]
     assert event_steps(bare).tolist() == [False, True, False, False, True]
+    # Sources joined in one set may name their episodes alike: the part tells them apart.
+    joined = [dict(_step("episode_0", 0.0), part=0), dict(_step("episode_0", 1.0), part=1)]
+    assert event_steps(joined).tolist() == [False, False]
     assert event_repeats(recorded, 4).tolist() == [1, 4, 1, 4, 4]
     with pytest.raises(ConfigError, match="event_repeat: expected an integer >= 1, got 0"):
         event_repeats(recorded, 0)

@@ -46,13 +46,14 @@ def event_steps(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
 
     The command before is the record's ``gripper_command`` when it has one, else the previous
     record's gripper action in the same episode (records in episode order, as the caches keep
-    them); an episode's first step without ``gripper_command`` is no gripper event.
+    them; a joined set's ``part`` tells apart same-named episodes of different sources); an
+    episode's first step without ``gripper_command`` is no gripper event.
     """
     out = np.zeros(len(records), bool)
     previous_episode, previous_grip = None, None
     for i, record in enumerate(records):
         action = record.get("action") or {}
-        episode = record.get("episode")
+        episode = (record.get("part"), record.get("episode"))
         before = record.get("gripper_command")
         if before is None and episode == previous_episode:
             before = previous_grip
