@@ -12,8 +12,8 @@
 # round already collected is not collected again. Measured (item 12): 13 min of collection and
 # 14 min of training on 2 cores; round 1 brought the arm to the objects (closest approach 3-8 cm,
 # 4/40 grasps, 0/40 solved), round 2 did not add to it. With PLAN=hand_points_offset (item 13)
-# rounds 3-6 brought the hand within 5 cm in 21, 25, 29, 15 of 40 episodes and solved 1, 2, 1, 3
-# of 40; EVENT_REPEAT=3 on round 6 grasped more and solved fewer (item 14).
+# rounds 3-7 brought the hand within 5 cm in 21, 25, 29, 15, 34 of 40 episodes and solved 1, 2, 1,
+# 3, 2 of 40; EVENT_REPEAT=3 on round 6 grasped more and solved fewer (item 14).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${MODEL:?MODEL: the checkpoint that drives (e.g. the output of train_bundled_model.sh)}"
