@@ -503,11 +503,16 @@ def test_plan_layouts_say_what_each_number_is_and_which_are_derived():
     from rt2_ros.action_language.plans import PLAN_KINDS, plan_layout, plan_number_labels
     from rt2_ros.errors import ConfigError
 
-    assert PLAN_KINDS == ("none", "points", "object_points", "object_points_hand", "hand_points_offset")
+    assert PLAN_KINDS == ("none", "points", "object_points", "object_points_hand", "hand_points_offset",
+                          "hand_under_offset")
     assert plan_number_labels("object_points_hand") == ("object col", "object row", "goal col", "goal row",
                                                         "gripper col", "gripper row", "height", "closed")
-    assert [f.name for f in plan_layout("hand_points_offset") if f.derived] == ["offset"]
-    assert not any(f.derived for kind in PLAN_KINDS[:-1] for f in plan_layout(kind))
+    assert [(f.name, f.offset_of) for f in plan_layout("hand_points_offset") if f.derived] == [
+        ("offset", ("goal", "gripper"))]
+    assert [(f.name, f.offset_of) for f in plan_layout("hand_under_offset") if f.derived] == [
+        ("offset", ("goal", "under"))]
+    assert plan_number_labels("hand_under_offset")[-4:] == ("under col", "under row", "offset col", "offset row")
+    assert not any(f.derived for kind in PLAN_KINDS[:-2] for f in plan_layout(kind))
     with pytest.raises(ConfigError, match="plan: expected one of none, points, .*, got 'goal'"):
         plan_layout("goal")
 
@@ -528,3 +533,14 @@ def test_the_decoder_computes_the_offset_from_the_points_the_model_wrote():
     assert derived_numbers("hand_points_offset", "gripper 128 height 31 closed 0 goal 25 230 offset") is None
     assert derived_numbers("hand_points_offset", "gripper 128 51 goal 25 999 offset") is None
     assert derived_numbers("hand_points_offset", "gripper 128 51 offset") is None
+
+
+def test_the_under_plan_measures_the_offset_from_the_point_under_the_hand():
+    from rt2_ros.action_language.plans import derived_numbers
+
+    plan = "gripper 128 51 height 31 closed 0 red cube 76 153 goal 25 230 under 120 200 offset"
+    # From "under", not from "gripper": 128 + (25 - 120) // 2 = 80, 128 + (230 - 200) // 2 = 143
+    assert derived_numbers("hand_under_offset", plan) == [80, 143]
+    assert derived_numbers("hand_points_offset", plan) == [76, 217]
+    # No under point written: the model writes on.
+    assert derived_numbers("hand_under_offset", "gripper 128 51 goal 25 230 offset") is None

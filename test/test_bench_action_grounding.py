@@ -68,7 +68,8 @@ def test_bench_refuses_a_layer_the_model_lacks(grounded_run):
         _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--layer", "7"])
 
 
-@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand", "hand_points_offset"])
+@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand", "hand_points_offset",
+                                  "hand_under_offset"])
 def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, tmp_path, capsys, plan):
     data, _ = grounded_run
     checkpoint = tmp_path / "planning"
@@ -76,15 +77,16 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
                       max_steps=4, batch_size=4, warmup=0.0, eval_steps=0, eval_episodes=1, eval_vqa_images=0,
                       logging_steps=2, seed=0, use_cpu=True, grounding_weight=1.0, plan=plan,
                       cache_dir=str(tmp_path / "cache"), extra={"disable_tqdm": True}), log=lambda message: None)
-    with_object = plan in ("object_points", "object_points_hand", "hand_points_offset")
-    points = 3 if with_object else 2
+    with_object = plan != "points"
+    points = (3 if with_object else 2) + ("under" in plan)
     hand = 2 if "hand" in plan else 0
-    offset = 2 if plan == "hand_points_offset" else 0
+    offset = 2 if plan.endswith("_offset") else 0
     assert _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "3"]) == 0
     out = capsys.readouterr().out
     assert "plan written vs the true one" in out, out
     # The points in the order the plan first reads them.
-    order = (r"gripper patch \S+  object patch \S+  goal patch \S+" if offset else
+    order = (r"gripper patch \S+  object patch \S+  goal patch \S+" + (r"  under patch \S+" if "under" in plan else "")
+             if offset else
              r"(object patch \S+  )?goal patch \S+  gripper patch \S+")
     hits = re.findall(order + "  grounding loss", out)
     assert len(hits) == 2 and all(bool(h) == with_object for h in hits), out

@@ -324,9 +324,9 @@ def test_points_plans_are_built_from_the_grounding_points():
     assert MixtureDataset(SampleSet("robot", [record], pixels), None, arm)[0].plan is None
     bare = {k: v for k, v in record.items() if k != "points"}
     with pytest.raises(ConfigError, match="plan: 'points' needs robot samples with the grounding points "
-                                          "goal, gripper.*1 of 1 lack them"):
+                                          "goal, gripper.*1 of 1 lack goal, gripper$"):
         MixtureDataset(SampleSet("robot", [bare], pixels), None, arm, plan="points")
-    with pytest.raises(ConfigError, match="plan: expected one of none, points, object_points, object_points_hand, hand_points_offset, got 'words'"):
+    with pytest.raises(ConfigError, match="plan: expected one of none, points, object_points, object_points_hand, hand_points_offset, hand_under_offset, got 'words'"):
         MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="words")
 
 
@@ -353,7 +353,7 @@ def test_object_points_plans_name_and_point_at_the_tasks_object_first():
     # Episodes collected before the object point was recorded cannot train it, and say so.
     older = dict(record, points={"goal": [0.1, 0.9], "gripper": [0.5, 0.2]})
     with pytest.raises(ConfigError, match="'object_points' needs robot samples with the grounding points "
-                                          "object, goal, gripper.*1 of 1 lack them"):
+                                          "object, goal, gripper.*1 of 1 lack object$"):
         MixtureDataset(SampleSet("robot", [older], pixels), None, arm, plan="object_points")
     unnamed = dict(record, objects=[])
     with pytest.raises(ConfigError, match="'object_points' needs each robot sample's task object.*1 of 1"):
@@ -448,6 +448,24 @@ def test_hand_first_plans_write_the_hand_then_the_object_and_goal_then_the_goals
     queries = batch["grounding_queries"][0]
     assert [torch.nonzero(queries[k]).flatten().tolist() for k in range(3)] == \
         [[p - 1 for p in numbers[:4]], [p - 1 for p in numbers[4:6]], [p - 1 for p in numbers[6:]]]
+
+
+def test_the_under_plan_writes_the_point_under_the_hand_and_measures_the_offset_from_it():
+    from rt2_ros.errors import ConfigError
+
+    arm, record, pixels = _hand_sample(gripper_command=0.0)
+    # The hand at 31 cm is seen at row 51; the point under it at the goal's height at row 200.
+    record["points"]["under"] = [0.47, 0.785]
+    item = MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="hand_under_offset")[0]
+    # goal 25 230, under 120 200: 128 + (25 - 120) // 2 = 80, 128 + (230 - 200) // 2 = 143.
+    assert item.plan == ("gripper 128 51 height 31 closed 0 red cube 76 153 goal 25 230 under 120 200 "
+                         "offset 80 143")
+    assert item.points == ((0.5, 0.2), (0.3, 0.6), (0.1, 0.9), (0.47, 0.785))
+    assert item.number_points == (0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2)
+    # Episodes collected before the point was recorded cannot train this plan: said at once.
+    del record["points"]["under"]
+    with pytest.raises(ConfigError, match="hand_under_offset.*1 of 1 lack under$"):
+        MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="hand_under_offset")
 
 
 def test_plan_given_items_teach_the_action_to_follow_the_plan(paligemma):

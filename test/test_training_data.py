@@ -10,9 +10,11 @@ import pytest
 from rt2_ros.action_language import load_embodiment
 from rt2_ros.cli import main
 from rt2_ros.errors import ConfigError
+from rt2_ros.sim.tabletop import SimConfig, TabletopSim
 from rt2_ros.training import mcap_io
 from rt2_ros.training.episodes import EpisodeBagWriter, EpisodeInfo, EpisodeTopics, find_episodes, read_episode
 from rt2_ros.training.samples import robot_samples, vqa_samples
+from rt2_ros.training.sim_data import GOAL_POINT_HEIGHT
 from rt2_ros.training.vqa_data import VqaError, load_image, read_vqa_jsonl
 
 ARM = load_embodiment("rt2_arm")
@@ -52,10 +54,21 @@ def test_collect_writes_successful_expert_episodes(collected):
                           "/gripper/command": mcap_io.FLOAT64, "/ee_pose": mcap_io.POSE_STAMPED,
                           "/rt2/grounding/goal": mcap_io.POINT_STAMPED,
                           "/rt2/grounding/gripper": mcap_io.POINT_STAMPED,
-                          "/rt2/grounding/object": mcap_io.POINT_STAMPED}
-        # Every step says where the action heads, where the gripper is and where the task's object
-        # is; a grasping task's first goal is the named object, so its pixel shows the object's colour.
-        assert all(s.points is not None and set(s.points) == {"goal", "gripper", "object"} for s in episode.steps)
+                          "/rt2/grounding/object": mcap_io.POINT_STAMPED,
+                          "/rt2/grounding/under": mcap_io.POINT_STAMPED}
+        # Every step says where the action heads, where the gripper is, where the task's object is
+        # and the point under the gripper at the goal's height; a grasping task's first goal is the
+        # named object, so its pixel shows the object's colour.
+        assert all(s.points is not None and set(s.points) == {"goal", "gripper", "object", "under"}
+                   for s in episode.steps)
+        # "under" is the tool's (x, y) at GOAL_POINT_HEIGHT through the same camera as the gripper.
+        poses = [m.message.pose.position for m in mcap_io.read_messages(bag, ["/ee_pose"])]
+        assert len(poses) == len(episode.steps)
+        with TabletopSim(config=SimConfig(image_size=(48, 48))) as sim:
+            for step, p in zip(episode.steps, poses):
+                expected = sim.project_points([[p.x, p.y, GOAL_POINT_HEIGHT], [p.x, p.y, p.z]]) / 48
+                assert step.points["under"] == pytest.approx(tuple(expected[0]), abs=1e-9)
+                assert step.points["gripper"] == pytest.approx(tuple(expected[1]), abs=1e-9)
         x, y = episode.steps[0].points["object"]
         color = next(c for c in _COLOR_TESTS if c in info.objects[0])
         assert _COLOR_TESTS[color](*episode.steps[0].image[int(y * 48), int(x * 48)].astype(int)), info.objects
@@ -127,7 +140,7 @@ def test_steps_keep_their_points_with_the_goal_and_gripper_and_drop_them_without
     steps = read_episode(tmp_path / "ep", ARM).steps
     assert steps[0].points == {"goal": pytest.approx((0.1, 0.2)), "gripper": pytest.approx((0.3, 0.4))}
     assert steps[1].points is None
-    with pytest.raises(ConfigError, match="points: expected names among goal, gripper, object, got 'elbow'"):
+    with pytest.raises(ConfigError, match="points: expected names among goal, gripper, object, under, got 'elbow'"):
         EpisodeBagWriter(tmp_path / "ep2", ARM).step(
             image=image, stamp_ns=10, instruction="x", tokens=tokens, action=ARM.decode(tokens),
             control_rate_hz=5.0, ee_position=[0.4, 0.0, 0.1], ee_quaternion=[1, 0, 0, 0],

@@ -248,18 +248,20 @@ def test_grounding_weight_teaches_the_answer_to_attend_to_the_point(tmp_path):
                           cache_dir=str(tmp_path / "cache"), use_cpu=True), log=lambda message: None)
 
 
-@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand", "hand_points_offset"])
+@pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand", "hand_points_offset",
+                                  "hand_under_offset"])
 def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, capsys, plan):
-    """--plan points / object_points / object_points_hand / hand_points_offset: the checkpoint plans when
-    loaded, writing the points' words and numbers (after the object's name and point with object_points;
-    followed by the hand's height and finger state with object_points_hand; the hand first and the goal's
-    offset from it last with hand_points_offset) before a legal action."""
+    """--plan points / object_points / object_points_hand / hand_points_offset / hand_under_offset: the
+    checkpoint plans when loaded, writing the points' words and numbers (after the object's name and
+    point with object_points; followed by the hand's height and finger state with object_points_hand; the
+    hand first and the goal's offset from it last with hand_points_offset; with the point under the hand
+    before the offset, measured from it, with hand_under_offset) before a legal action."""
     rng = np.random.default_rng(4)
     for e in range(8):
         side = ("left", "right")[e % 2]
         goal = (0.25 if side == "left" else 0.75, 0.5)   # the cube's centre in scene()
         write_push_episode(tmp_path / "episodes" / f"ep{e}", side, 4, rng,
-                           points={"goal": goal, "gripper": (0.5, 0.9), "object": goal})
+                           points={"goal": goal, "gripper": (0.5, 0.9), "object": goal, "under": (0.5, 0.7)})
     out = tmp_path / "ckpt"
     code = main(["train", "--out", str(out), "--from-scratch", "tiny", "--data", str(tmp_path / "episodes"),
                  "--robot-fraction", "1.0", "--plan", plan, "--plan-given-fraction", "0.25",
@@ -281,18 +283,27 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
         result = policy.act(scene(side, rng), f"push the red cube to the {side}")
         assert ARM.validate_tokens(result.tokens) == result.tokens
         words = result.plan.split()
-        if plan == "hand_points_offset":
-            assert len(words) == 17 and words[0] == "gripper" and words[14] == "offset", result.plan
-            # Goal column 64 or 192 and row 128, the gripper at (128, 230): 128 + half the difference.
-            offset_column, offset_row = int(words[15]), int(words[16])
-            assert min(abs(offset_column - 96), abs(offset_column - 160)) <= 16, result.plan
-            assert abs(offset_row - 77) <= 16, result.plan
-            # The decoder computed them from the goal and gripper the model wrote.
-            written = [int(w) for w in words[12:14] + words[1:3]]
-            assert (offset_column, offset_row) == offset_numbers(written[:2], written[2:]), result.plan
+        if plan == "hand_under_offset":
+            assert len(words) == 20 and words[14] == "under" and words[17] == "offset", result.plan
+            # The point under the hand at (128, 179); the offset is measured from it, not the gripper.
+            under = [int(w) for w in words[15:17]]
+            assert abs(under[0] - 128) <= 16 and abs(under[1] - 179) <= 16, result.plan
+            written = [int(w) for w in words[12:14]]
+            assert (int(words[18]), int(words[19])) == offset_numbers(written, under), result.plan
+            words = words[:14]
+        if plan in ("hand_points_offset", "hand_under_offset"):
+            if plan == "hand_points_offset":
+                assert len(words) == 17 and words[0] == "gripper" and words[14] == "offset", result.plan
+                # Goal column 64 or 192 and row 128, the gripper at (128, 230): 128 + half the difference.
+                offset_column, offset_row = int(words[15]), int(words[16])
+                assert min(abs(offset_column - 96), abs(offset_column - 160)) <= 16, result.plan
+                assert abs(offset_row - 77) <= 16, result.plan
+                # The decoder computed them from the goal and gripper the model wrote.
+                written = [int(w) for w in words[12:14] + words[1:3]]
+                assert (offset_column, offset_row) == offset_numbers(written[:2], written[2:]), result.plan
             # The rest, in object_points_hand's order.
             words = words[7:14] + words[0:3] + words[3:7]
-        if plan in ("object_points_hand", "hand_points_offset"):
+        if "hand" in plan:
             # The episodes' hand is 10 cm high, its gripper told to close from the first step on
             # (so "closed 0" on first steps only, "closed 1" after).
             assert words[-4:-1] == ["height", "10", "closed"] and words[-1] in ("0", "1"), result.plan

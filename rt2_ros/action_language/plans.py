@@ -8,7 +8,7 @@ builds the plans from episodes (:mod:`rt2_ros.training.episodes`), the
 transformers backend decodes them; both read the layouts here.
 
 A *derived* field is arithmetic on fields written before it (the offset is
-the goal's point minus the gripper's).  A small model does not learn that
+the goal's point minus the gripper's, or minus the point under the hand).  A small model does not learn that
 subtraction from its examples (docs/training.md section 6, item 13), so the
 decoder writes a derived field's numbers itself from the numbers the model
 wrote: :func:`derived_numbers`.
@@ -37,12 +37,18 @@ class PlanField:
     """One part of a plan: a word (``"object"`` is written as the task object's name), the
     integers that follow it, the grounding point whose image patch those integers are read
     from (``rt2-ros train --grounding-weight`` asks the positions predicting them to look there),
-    and whether the decoder computes them from earlier fields (:func:`derived_numbers`)."""
+    and, for a field the decoder computes from earlier ones (:func:`derived_numbers`), the two
+    points it is the offset between: ``(to, from)``, written before it."""
 
     name: str
     numbers: int
     reads: str
-    derived: bool = False
+    offset_of: tuple[str, str] | None = None
+
+    @property
+    def derived(self) -> bool:
+        """Whether the decoder writes this field's numbers (:func:`derived_numbers`)."""
+        return self.offset_of is not None
 
 
 def _point_field(name: str) -> PlanField:
@@ -56,14 +62,19 @@ _HAND_FIELDS = (PlanField("height", 1, "gripper"), PlanField("closed", 1, "gripp
 #: state: its height and whether the fingers were last told to close ("object_points_hand"); or
 #: the hand first (its point, height and fingers), then the object and the goal, then the goal's
 #: offset from the hand ("hand_points_offset": see :func:`offset_numbers`), which the action
-#: reads its direction from and the decoder computes.
+#: reads its direction from and the decoder computes; or that with the point under the hand at
+#: the goal's height written after the goal, the offset then measured from it ("hand_under_offset":
+#: the offset is then horizontal distance only, where the gripper's own point mixes in its height,
+#: docs/training.md section 6, item 15).
 PLAN_LAYOUTS: dict[str, tuple[PlanField, ...]] = {
     "none": (),
     "points": (_point_field("goal"), _point_field("gripper")),
     "object_points": (_point_field("object"), _point_field("goal"), _point_field("gripper")),
     "object_points_hand": (_point_field("object"), _point_field("goal"), _point_field("gripper"), *_HAND_FIELDS),
     "hand_points_offset": (_point_field("gripper"), *_HAND_FIELDS, _point_field("object"), _point_field("goal"),
-                           PlanField("offset", 2, "goal", derived=True)),
+                           PlanField("offset", 2, "goal", offset_of=("goal", "gripper"))),
+    "hand_under_offset": (_point_field("gripper"), *_HAND_FIELDS, _point_field("object"), _point_field("goal"),
+                          _point_field("under"), PlanField("offset", 2, "goal", offset_of=("goal", "under"))),
 }
 PLAN_KINDS = tuple(PLAN_LAYOUTS)
 
@@ -87,9 +98,10 @@ def plan_number_labels(kind: str) -> tuple[str, ...]:
 
 
 def offset_numbers(goal: Sequence[int], gripper: Sequence[int]) -> tuple[int, int]:
-    """Where the goal is seen from the gripper: ``128 + (goal bin - gripper bin) // 2`` for the
-    column, then the row (point bins, halved so the whole image fits in 0..255; 128 = the hand is
-    at the goal's column/row, above 128 = the goal lies right of / below the hand)."""
+    """Where the goal is seen from the gripper (or any point to from another): ``128 + (goal bin -
+    gripper bin) // 2`` for the column, then the row (point bins, halved so the whole image fits in
+    0..255; 128 = the hand is at the goal's column/row, above 128 = the goal lies right of / below
+    the hand)."""
     column, row = (min(max(POINT_BINS // 2 + (int(g) - int(h)) // 2, 0), POINT_BINS - 1)
                    for g, h in zip(goal, gripper))
     return column, row
@@ -117,9 +129,7 @@ def derived_numbers(kind: str, text: Iterable[str] | str) -> list[int] | None:
     field = next((f for f in plan_layout(kind) if f.derived and f.name == words[-1]), None)
     if field is None:
         return None
-    if field.name == "offset":
-        goal, gripper = _last_point(words[:-1], "goal"), _last_point(words[:-1], "gripper")
-        if goal is None or gripper is None:
-            return None
-        return list(offset_numbers(goal, gripper))
-    raise ConfigError(f"plan {kind!r}: no rule computes the derived field {field.name!r}")
+    to, origin = (_last_point(words[:-1], name) for name in field.offset_of)
+    if to is None or origin is None:
+        return None
+    return list(offset_numbers(to, origin))

@@ -148,8 +148,11 @@ def register(subparsers: Any) -> None:
                             "the episodes' end-effector pose and gripper commands); 'hand_points_offset' "
                             "writes the hand first, then the object and the goal, then where the goal lies "
                             "from the hand ('Plan: gripper C R height H closed 0|1 green sphere C R goal C R "
-                            "offset DC DR Action: ...', offsets 128-centred, in half bins); the checkpoint is then "
-                            "loaded with chain of thought on")
+                            "offset DC DR Action: ...', offsets 128-centred, in half bins); 'hand_under_offset' "
+                            "adds the point under the hand at the goal's height after the goal and measures the "
+                            "offset from it ('... goal C R under C R offset DC DR Action: ...': horizontal "
+                            "distance only; needs episodes with the 'under' point, collected since "
+                            "2026-12-07); the checkpoint is then loaded with chain of thought on")
     train.add_argument("--plan-given-fraction", type=float, default=0.0, metavar="F",
                        help="with --plan: this fraction of robot samples is trained as plan -> action only: "
                             "the image is another sample's, the plan is given (no loss on it), so the action "

@@ -144,12 +144,13 @@ class MixtureDataset:
         self._point_names = plan_point_names(plan)
         if plan != "none":
             wanted = self._point_names
-            missing = sum(1 for r in records if not all(n in (r.get("points") or {}) for n in wanted))
-            if missing:
+            lacking = [r for r in records if not all(n in (r.get("points") or {}) for n in wanted)]
+            if lacking:
+                absent = sorted({n for r in lacking for n in wanted if n not in (r.get("points") or {})})
                 raise ConfigError(f"plan: {plan!r} needs robot samples with the grounding points "
                                   f"{', '.join(wanted)} (rt2-ros collect records them; bags collected before "
-                                  f"the object point was recorded have goal and gripper only), {missing} of "
-                                  f"{len(records)} lack them")
+                                  f"a point was recorded lack it), {len(lacking)} of {len(records)} lack "
+                                  f"{', '.join(absent)}")
         if "object" in self._point_names:
             unnamed = sum(1 for r in records if not r.get("objects"))
             if unnamed:

@@ -18,17 +18,21 @@ topic                                     type                               rol
 ``/rt2/grounding/goal``                   geometry_msgs/PointStamped         optional: see below
 ``/rt2/grounding/gripper``                geometry_msgs/PointStamped         optional: see below
 ``/rt2/grounding/object``                 geometry_msgs/PointStamped         optional: see below
+``/rt2/grounding/under``                  geometry_msgs/PointStamped         optional: see below
 ========================================  =================================  ==================
 
 The grounding topics are written by the simulator's collector, which knows
 the true state: per step (stamped like the image), where in the image the
 action heads (the expert's goal, seen at table height), where the gripper is
-and where the object the task names first is (its centre), as ``x`` = column
-and ``y`` = row in fractions of the image's width and height.  ``rt2-ros
+where the object the task names first is (its centre) and the point under
+the gripper at the goal's height (where the gripper would be seen were it
+that low: its offset from the goal is horizontal distance only), as ``x`` =
+column and ``y`` = row in fractions of the image's width and height.  ``rt2-ros
 train --grounding-weight`` points the decoder's attention at them and
 ``--plan`` writes them as a plan; bags without them train as usual.  A step
 keeps its points when it has at least the goal and the gripper (bags
-collected before the object point was recorded have only those two).
+collected before the object and under points were recorded have only those
+two).
 
 The outcome and provenance are in ``metadata.yaml``'s ``custom_data`` (plain
 strings, so a person can relabel an episode by editing that file):
@@ -88,8 +92,8 @@ ACTION_SOURCES = ("auto", "rt2_action", "ee_pose")
 OUTCOMES = {"true": True, "false": False, "unknown": None}
 _PREFIX = "rt2_ros."
 #: The per-step image points an episode can carry, in this order (see the module doc).
-GROUNDING_POINTS = ("goal", "gripper", "object")
-#: The grounding points a step needs for its points to be kept (the object's came later).
+GROUNDING_POINTS = ("goal", "gripper", "object", "under")
+#: The grounding points a step needs for its points to be kept (the others came later).
 REQUIRED_POINTS = ("goal", "gripper")
 # Plans (PLAN_LAYOUTS, point_bin, ...) are the answer language's: rt2_ros.action_language.plans;
 # this module builds them from episode steps.
@@ -122,8 +126,8 @@ def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Itera
     for part in layout:
         if part.name in hand:
             words += [part.name, str(hand[part.name])]
-        elif part.name == "offset":
-            words += offset_plan(points).split()
+        elif part.derived:
+            words += offset_plan(points, part.offset_of, part.name).split()
         else:
             name = next(iter(objects), None) if part.name == "object" else None
             if part.name == "object" and name is None:
@@ -186,19 +190,21 @@ def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None =
     return " ".join(words)
 
 
-def offset_plan(points: Mapping[str, Iterable[float]]) -> str:
+def offset_plan(points: Mapping[str, Iterable[float]], offset_of: tuple[str, str] = ("goal", "gripper"),
+                word: str = "offset") -> str:
     """Where the goal is seen from the gripper, as plan text: ``"offset 150 97"``
-    (:func:`~rt2_ros.action_language.plans.offset_numbers` of the two points' bins).
+    (:func:`~rt2_ros.action_language.plans.offset_numbers` of the two points' bins);
+    ``offset_of`` names the two points (to, from), e.g. ``("goal", "under")``.
 
     The expert's motion is the 3D goal minus the hand's position; the action
     can read its direction here rather than subtract the two points the plan
     wrote, and the decoder computes these numbers from those points.
     """
-    missing = [n for n in ("goal", "gripper") if n not in points]
+    missing = [n for n in offset_of if n not in points]
     if missing:
-        raise ConfigError(f"points: the offset needs the goal and the gripper, got {sorted(points)}")
-    goal, gripper = ([point_bin(f) for f in points[n]] for n in ("goal", "gripper"))
-    return "offset " + " ".join(str(v) for v in offset_numbers(goal, gripper))
+        raise ConfigError(f"points: the {word} needs the {' and the '.join(offset_of)}, got {sorted(points)}")
+    to, origin = ([point_bin(f) for f in points[n]] for n in offset_of)
+    return f"{word} " + " ".join(str(v) for v in offset_numbers(to, origin))
 
 
 def plan_numbers(text: str) -> list[int]:
@@ -224,6 +230,7 @@ class EpisodeTopics:
     grounding_goal: str = "/rt2/grounding/goal"
     grounding_gripper: str = "/rt2/grounding/gripper"
     grounding_object: str = "/rt2/grounding/object"
+    grounding_under: str = "/rt2/grounding/under"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EpisodeTopics":

@@ -409,13 +409,15 @@ def _perturbed(action: dict, embodiment: Any, noise: float, rng: np.random.Gener
 def _grounding_points(sim: Any, goal: np.ndarray | None, tcp: np.ndarray, camera: str, width: int,
                       height: int) -> dict[str, tuple[float, float]]:
     """Where the action heads (the expert's goal at GOAL_POINT_HEIGHT; the gripper itself once the
-    expert is done), where the gripper is and where the task's object is (its centre, as the
-    "where is the X?" answers place it), as (x, y) fractions of the image."""
+    expert is done), where the gripper is, where the task's object is (its centre, as the
+    "where is the X?" answers place it) and the point under the gripper at GOAL_POINT_HEIGHT
+    (its offset from the goal is horizontal only), as (x, y) fractions of the image."""
+    under = np.array([tcp[0], tcp[1], GOAL_POINT_HEIGHT])
     heads_to = tcp if goal is None else np.array([goal[0], goal[1], GOAL_POINT_HEIGHT])
     held = sim.object_poses()[sim.task.object].position
-    pixels = sim.project_points([heads_to, tcp, held], camera, (height, width))
+    pixels = sim.project_points([heads_to, tcp, held, under], camera, (height, width))
     fractions = [(float(u) / width, float(v) / height) for u, v in pixels]
-    return {"goal": fractions[0], "gripper": fractions[1], "object": fractions[2]}
+    return dict(zip(("goal", "gripper", "object", "under"), fractions))
 
 
 def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, seed: int,
