@@ -194,6 +194,20 @@ def test_chain_of_thought_sends_no_allowed_ids_and_keeps_the_plan():
     assert out.plan == "pick the block" and out.tokens == TOKENS
 
 
+def test_a_hand_state_is_not_sent_and_the_first_call_says_so(caplog):
+    from rt2_ros.policy.base import HandState
+
+    handler = Recorder(completion("Plan: height 3 closed 0 Action: 0 128 91 241 5 101 127 200"))
+    policy = remote(handler, chain_of_thought=True, max_plan_tokens=16)
+    with caplog.at_level("WARNING", logger="rt2_ros.policy.remote"):
+        first = policy.act(IMAGE, "tidy up", HandState(0.12, 1.0))
+        policy.act(IMAGE, "tidy up", HandState(0.12, 1.0))
+    assert first.plan == "height 3 closed 0" and first.tokens == TOKENS
+    assert "hand" not in json.dumps(handler.body())
+    warned = [r.getMessage() for r in caplog.records if "hand state is not sent" in r.getMessage()]
+    assert len(warned) == 1, warned
+
+
 # --------------------------------------------------------------------------- HTTP failures
 
 def test_auth_failures_are_not_retried_and_name_the_variable(monkeypatch):

@@ -155,3 +155,39 @@ def test_expert_rises_while_it_opens_to_release_the_object(sim):
             sim.apply_action(out.action, RATE_HZ)
         assert sim.success() and opening, kind
         assert all(z > 0.0 for z in opening), (kind, opening)
+
+
+def test_a_rollout_with_hand_state_gives_the_policy_the_hands_height_and_last_command(sim):
+    from rt2_ros.policy.base import HandState
+
+    class Watching(ExpertPolicy):
+        """The expert, noting the hand state and the true height at each call."""
+
+        def __init__(self, sim):
+            super().__init__(sim)
+            self.seen = []
+
+        def act(self, image, instruction, hand=None):
+            self.seen.append((hand, float(sim.ee_pose().position[2])))
+            return super().act(image, instruction, hand)
+
+    policy = Watching(sim)
+    sim.reset(2, task="pick")
+    result = run_episode(sim, policy, control_rate_hz=RATE_HZ, max_steps=100, render=False, hand_state=True)
+    assert result.success and len(policy.seen) == result.steps
+    hands = [hand for hand, _ in policy.seen]
+    assert all(isinstance(hand, HandState) for hand in hands)
+    assert [hand.height_m for hand in hands] == [height for _, height in policy.seen]
+    # None before the first command, then the gripper command of the step before.
+    assert hands[0].gripper_command is None
+    closes = [k for k, hand in enumerate(hands) if (hand.gripper_command or 0.0) >= 0.5]
+    assert closes and hands[closes[0] - 1].gripper_command < 0.5, "the grasp shows up as a closed command"
+    # Without it, nothing is passed.
+    policy.seen.clear()
+    sim.reset(2, task="pick")
+    run_episode(sim, policy, control_rate_hz=RATE_HZ, max_steps=5, render=False)
+    assert all(hand is None for hand, _ in policy.seen)
+    with pytest.raises(PolicyError, match="hand.height_m: expected a finite height in m, got nan"):
+        HandState(float("nan"), 0.0)
+    with pytest.raises(PolicyError, match="hand.gripper_command: expected a finite closedness 0..1 or None"):
+        HandState(0.1, float("inf"))

@@ -10,6 +10,7 @@ from rt2_ros.action_language import load_embodiment
 from rt2_ros.action_language.plans import offset_numbers
 from rt2_ros.cli import main
 from rt2_ros.errors import ConfigError
+from rt2_ros.policy.base import HandState
 from rt2_ros.policy.profiles import read_checkpoint_metadata
 from rt2_ros.policy.transformers_backend import TransformersPolicy
 from rt2_ros.training.checkpoint import choose_scheme, reinitialize_rows
@@ -320,6 +321,18 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
         assert min(abs(goal_column - 64), abs(goal_column - 192)) <= 16, result.plan
         assert abs(goal_row - 128) <= 16 and abs(gripper_column - 128) <= 16 and abs(gripper_row - 230) <= 16
         assert result.text.startswith(f"Plan: {result.plan} Action: ")
+    # Given the robot's hand state, the decoder writes the hand's numbers from it (the episodes' hand
+    # is always 10 cm high, closed or not); a plan without the hand's fields is not changed by it.
+    for command in (0.0, 1.0):
+        told = policy.act(scene("left", rng), "push the red cube to the left", HandState(0.10, command))
+        words = told.plan.split()
+        assert ARM.validate_tokens(told.tokens) == told.tokens
+        if "hand" in plan:
+            assert "height" in words and "closed" in words, told.plan
+            assert words[words.index("height") + 1] == "10", told.plan
+            assert words[words.index("closed") + 1] == str(int(command)), told.plan
+        else:
+            assert "height" not in words and "closed" not in words, told.plan
     # A plan needs the points: episodes without them are refused with the reason.
     code = main(["train", "--out", str(tmp_path / "o2"), "--from-scratch", "tiny", "--data",
                  str(tmp_path / "none"), "--plan", "points", "--robot-fraction", "1.0", "--max-steps", "1"])

@@ -17,13 +17,14 @@ Pure Python: no torch, no rclpy.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from rt2_ros.errors import ConfigError
 
 __all__ = ["POINT_BINS", "HAND_WORDS", "PlanField", "PLAN_LAYOUTS", "PLAN_KINDS", "point_bin", "plan_layout",
-           "plan_number_labels", "offset_numbers", "derived_numbers"]
+           "plan_number_labels", "offset_numbers", "derived_numbers", "hand_numbers"]
 
 #: Image points as text: column and row in 256ths of the width and height (the simulator's
 #: "where is the X?" answers and the plans).
@@ -95,6 +96,27 @@ def plan_number_labels(kind: str) -> tuple[str, ...]:
     """A short label per integer plan ``kind`` writes (``"goal col"``, ``"height"``, ...)."""
     return tuple(f"{f.name} {axis}" if f.numbers == 2 else f.name
                  for f in plan_layout(kind) for axis in (("col", "row") if f.numbers == 2 else ("",)))
+
+
+def hand_numbers(height: float | None, gripper_command: float | None) -> dict[str, int]:
+    """The hand's state as plan numbers, by HAND_WORDS: ``{"height": 31, "closed": 0}``.
+
+    ``height`` is the end effector's z in the robot's base frame (m; an
+    episode's ``/ee_pose`` at the image), written in whole centimetres
+    (0..POINT_BINS-1, like a point's numbers); ``closed`` is 1 when the last
+    gripper command before the image asked for at least half closed (0 =
+    open, 1 = closed), 0 before any command.  Two image points cannot say how
+    high the hand is or whether it holds something; the action depends on
+    both (docs/training.md section 6, item 11).
+    """
+    if height is None or not math.isfinite(float(height)):
+        raise ConfigError(f"height: expected the end effector's height in m (the end-effector pose's z at the "
+                          f"image), got {height!r}")
+    if gripper_command is not None and not math.isfinite(float(gripper_command)):
+        raise ConfigError(f"gripper_command: expected a finite closedness 0..1 or None, got {gripper_command!r}")
+    centimetres = min(max(int(round(float(height) * 100)), 0), POINT_BINS - 1)
+    closed = int(gripper_command is not None and float(gripper_command) >= 0.5)
+    return dict(zip(HAND_WORDS, (centimetres, closed)))
 
 
 def offset_numbers(goal: Sequence[int], gripper: Sequence[int]) -> tuple[int, int]:

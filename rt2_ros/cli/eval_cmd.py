@@ -43,6 +43,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--decoding", default="greedy", choices=DECODINGS,
                    help="transformers: how each action token is chosen: greedy (argmax) or median "
                         "(continuous dims take the median bin of the model's distribution)")
+    p.add_argument("--hand-state", action="store_true",
+                   help="give the policy the simulated hand's height and last gripper command each step; "
+                        "a checkpoint whose plan writes the hand's state then writes these numbers instead "
+                        "of reading them off the image (docs/training.md section 6, item 15)")
     p.add_argument("--server-url", default="http://127.0.0.1:8000", help="remote: server base URL")
     p.add_argument("--scripted-actions", default="", metavar="FILE", help="scripted: action file")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task kind (default 10)")
@@ -117,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
             report = evaluate(sim, policy, kinds, args.episodes, args.seed, backend=args.backend,
                               model=args.model, control_rate_hz=args.rate, max_steps=args.max_steps,
                               render=args.backend != "expert", training_data=training,
-                              objects=objects, exclude_objects=excluded, progress=progress)
+                              objects=objects, exclude_objects=excluded, progress=progress,
+                              hand_state=args.hand_state)
         finally:
             policy.close()
     data = report.to_json()

@@ -1,4 +1,4 @@
 """Policy backends behind one interface (see ``rt2_ros.policy.base``)."""
-from rt2_ros.policy.base import Policy, PolicyError, PolicyOutput
+from rt2_ros.policy.base import HandState, Policy, PolicyError, PolicyOutput
 
-__all__ = ["Policy", "PolicyError", "PolicyOutput"]
+__all__ = ["HandState", "Policy", "PolicyError", "PolicyOutput"]

@@ -8,6 +8,7 @@ rclpy here: the ROS nodes adapt this interface, they do not extend it.
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from rt2_ros.errors import PolicyError  # re-exported: the one error backends raise
 
-__all__ = ["Policy", "PolicyOutput", "PolicyError", "check_image", "check_instruction",
+__all__ = ["Policy", "PolicyOutput", "PolicyError", "HandState", "check_image", "check_instruction",
            "MAX_INSTRUCTION_CHARS"]
 
 # An instruction is a sentence, not a document: anything longer is a mistake
@@ -47,6 +48,31 @@ class PolicyOutput:
                 "text": self.text, "timings_ms": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
+@dataclass(frozen=True)
+class HandState:
+    """What the robot knows about its hand when the image was taken (proprioception).
+
+    height_m:        the end effector's z in the robot's base frame (m).
+    gripper_command: the last gripper command sent (closedness 0..1), None before the first.
+
+    A checkpoint whose plan writes the hand's state (``--plan object_points_hand``,
+    ``hand_points_offset``, ``hand_under_offset``) writes these numbers in its plan instead of
+    guessing them from the image; backends without such a plan do not need them.
+    """
+
+    height_m: float
+    gripper_command: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.height_m, bool) or not isinstance(self.height_m, (int, float)) \
+                or not math.isfinite(self.height_m):
+            raise PolicyError(f"hand.height_m: expected a finite height in m, got {self.height_m!r}")
+        command = self.gripper_command
+        if command is not None and (isinstance(command, bool) or not isinstance(command, (int, float))
+                                    or not math.isfinite(command)):
+            raise PolicyError(f"hand.gripper_command: expected a finite closedness 0..1 or None, got {command!r}")
+
+
 class Policy(abc.ABC):
     """An RT-2 policy: newest image + instruction -> one legal action.
 
@@ -59,8 +85,9 @@ class Policy(abc.ABC):
     name: str = "policy"
 
     @abc.abstractmethod
-    def act(self, image: np.ndarray, instruction: str) -> PolicyOutput:
-        """Return the action for ``image`` (HxWx3 uint8 RGB) and ``instruction``."""
+    def act(self, image: np.ndarray, instruction: str, hand: HandState | None = None) -> PolicyOutput:
+        """Return the action for ``image`` (HxWx3 uint8 RGB) and ``instruction``; ``hand``: the
+        robot's own hand state at the image, for backends that use it (:class:`HandState`)."""
 
     def reset(self) -> None:
         """Forget per-episode state (called when a new instruction starts an episode)."""

@@ -33,6 +33,7 @@ exponential backoff (honouring ``Retry-After``); other 4xx never.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -45,9 +46,11 @@ import numpy as np
 from rt2_ros.action_language import (ActionLanguageError, build_prompt, load_embodiment,
                                      parse_model_output)
 from rt2_ros.errors import ConfigError, PolicyError
-from rt2_ros.policy.base import Policy, PolicyOutput, check_image, check_instruction
+from rt2_ros.policy.base import HandState, Policy, PolicyOutput, check_image, check_instruction
 from rt2_ros.policy.openai_protocol import (ActionSpace, chat_request_body, completion_text,
                                             completion_token_ids, image_data_url)
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = ["RemotePolicy", "action_space_from_checkpoint", "read_api_key"]
 
@@ -141,6 +144,7 @@ class RemotePolicy(Policy):
         self._api_key_env = api_key_env
         self._expected_embodiment = embodiment
         self._space: ActionSpace | None = None
+        self._hand_warned = False
         self._lock = threading.Lock()
         if action_space is not None:
             self._space = self._checked_space(action_space, "the given action space")
@@ -220,8 +224,16 @@ class RemotePolicy(Policy):
                 self._space = self._checked_space(space, f"{self.server_url}")
             return self._space
 
-    def act(self, image: np.ndarray, instruction: str) -> PolicyOutput:
-        """Ask the server for the action; raise PolicyError unless a legal one comes back."""
+    def act(self, image: np.ndarray, instruction: str, hand: HandState | None = None) -> PolicyOutput:
+        """Ask the server for the action; raise PolicyError unless a legal one comes back.
+
+        ``hand`` is not sent (the chat protocol has no field for it): a served checkpoint that
+        plans the hand's state writes it from the image, and the first call given one says so.
+        """
+        if hand is not None and not self._hand_warned:
+            self._hand_warned = True
+            _LOG.warning("remote backend: the hand state is not sent to the server; a checkpoint that plans "
+                         "the hand's height and fingers reads them off the image there")
         started = time.perf_counter()
         image = check_image(image)
         instruction = check_instruction(instruction)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rt2_ros.action_language import ActionLanguageError, Embodiment, load_embodiment, parse_action_text
-from rt2_ros.policy.base import Policy, PolicyError, PolicyOutput, check_image, check_instruction
+from rt2_ros.policy.base import HandState, Policy, PolicyError, PolicyOutput, check_image, check_instruction
 from rt2_ros.policy.config import PolicyConfig
 
 __all__ = ["ScriptedPolicy", "load_action_script"]
@@ -82,8 +82,8 @@ class ScriptedPolicy(Policy):
     def __len__(self) -> int:
         return len(self._actions)
 
-    def act(self, image: np.ndarray, instruction: str) -> PolicyOutput:
-        """Return the next action of the script."""
+    def act(self, image: np.ndarray, instruction: str, hand: HandState | None = None) -> PolicyOutput:
+        """Return the next action of the script (``hand`` unused)."""
         start = time.perf_counter()
         check_image(image)
         check_instruction(instruction)

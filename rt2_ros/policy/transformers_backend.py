@@ -44,9 +44,9 @@ import numpy as np
 import torch
 
 from rt2_ros.action_language import ActionLanguageError, format_action_text
-from rt2_ros.action_language.plans import derived_numbers, plan_layout
+from rt2_ros.action_language.plans import HAND_WORDS, derived_numbers, hand_numbers, plan_layout
 from rt2_ros.action_language.prompts import ACTION_MARKER
-from rt2_ros.policy.base import Policy, PolicyError, PolicyOutput, check_image, check_instruction
+from rt2_ros.policy.base import HandState, Policy, PolicyError, PolicyOutput, check_image, check_instruction
 from rt2_ros.policy.config import PolicyConfig
 from rt2_ros.policy.constrained_decoding import (ACTION_PREFIX, DECODINGS, PLAN_PREFIX, ActionHead,
                                                  allowed_mask, encode_text, free_text_mask, median_index)
@@ -201,6 +201,9 @@ class TransformersPolicy(Policy):
         # from the numbers the model wrote before them, not sampled (action_language.plans).
         self.plan_kind = setup.plan if self.chain_of_thought else ""
         self._derives = bool(self.plan_kind) and any(f.derived for f in plan_layout(self.plan_kind))
+        # The hand-state words the plan writes: given a HandState, the decoder writes them from it.
+        self._hand_words = ({f.name for f in plan_layout(self.plan_kind)} & set(HAND_WORDS)
+                            if self.plan_kind else set())
         if warmup:
             self.act(np.zeros((64, 64, 3), dtype=np.uint8), "warm up")
 
@@ -291,27 +294,39 @@ class TransformersPolicy(Policy):
 
     # ------------------------------------------------------------------ acting
 
-    def act(self, image: np.ndarray, instruction: str) -> PolicyOutput:
-        """Return the greedy constrained action for one image and instruction."""
-        return self.act_batch([image], [instruction])[0]
+    def act(self, image: np.ndarray, instruction: str, hand: HandState | None = None) -> PolicyOutput:
+        """Return the constrained action for one image and instruction (``hand``: see act_batch)."""
+        return self.act_batch([image], [instruction], None if hand is None else [hand])[0]
 
-    def act_batch(self, images: Sequence[np.ndarray], instructions: Sequence[str]) -> list[PolicyOutput]:
+    def act_batch(self, images: Sequence[np.ndarray], instructions: Sequence[str],
+                  hands: Sequence[HandState | None] | None = None) -> list[PolicyOutput]:
         """Actions for several (image, instruction) pairs, one forward pass per decoding step.
 
         Prompts are left-padded so they end together.  Each output's timings
-        are those of the whole batch.
+        are those of the whole batch.  ``hands`` (one per row, or None): the
+        robot's hand state at each image; a checkpoint whose plan writes the
+        hand's height and fingers then gets those numbers from it, as it
+        does a derived field's, instead of reading them off the image
+        (docs/training.md section 6, item 15).
         """
         if len(images) != len(instructions):
             raise PolicyError(f"act_batch: expected as many instructions as images, got "
                               f"{len(images)} images and {len(instructions)} instructions")
+        if hands is not None and len(hands) != len(images):
+            raise PolicyError(f"act_batch: expected one hand state per image or none, got {len(hands)} "
+                              f"for {len(images)} images")
         if not images:
             return []
         self._check_open()
         for image in images:
             check_image(image)
         texts = [self.prompt_text(instruction) for instruction in instructions]
+        forced = [None if hand is None or not self._hand_words or not self.chain_of_thought
+                  else {word: number for word, number in hand_numbers(hand.height_m, hand.gripper_command).items()
+                        if word in self._hand_words}
+                  for hand in (hands or [None] * len(images))]
         with self._lock:
-            bins, plans, timings = self._run(images, texts)
+            bins, plans, timings = self._run(images, texts, hands=forced)
         outputs = []
         for row_bins, plan in zip(bins, plans):
             try:
@@ -444,7 +459,8 @@ class TransformersPolicy(Policy):
 
     @torch.inference_mode()
     def _run(self, images: Sequence[np.ndarray], texts: Sequence[str], *, selection: str | None = None,
-             raw_ids: bool = False, chain_of_thought: bool | None = None
+             raw_ids: bool = False, chain_of_thought: bool | None = None,
+             hands: Sequence[dict[str, int] | None] | None = None
              ) -> tuple[list[list[int]], list[str], dict[str, float]]:
         """Decode one action per row; returns (bins or raw ids per row, plans, timings)."""
         selection = selection or self.selection
@@ -455,7 +471,8 @@ class TransformersPolicy(Policy):
         encoded = time.perf_counter()
         hidden, cache, mask, position = self._prefill(inputs)
         if cot:
-            ids, plans, prefilled = self._decode_with_plan(hidden, cache, mask, position, selection)
+            ids, plans, prefilled = self._decode_with_plan(hidden, cache, mask, position, selection,
+                                                           hands or [None] * len(texts))
         else:
             plans = [""] * len(texts)
             steps = [self._select(hidden, 0, selection)]
@@ -477,7 +494,7 @@ class TransformersPolicy(Policy):
         return bins, plans, timings
 
     def _decode_with_plan(self, hidden: torch.Tensor, cache: Any, mask: torch.Tensor,
-                          position: torch.Tensor, selection: str
+                          position: torch.Tensor, selection: str, hands: Sequence[dict[str, int] | None]
                           ) -> tuple[list[list[int]], list[str], float]:
         """Chain of thought for a batch: free plan text, `` Action:``, then constrained tokens.
 
@@ -489,7 +506,9 @@ class TransformersPolicy(Policy):
         checkpoint's plan kind has derived fields, a row that has just
         written such a field's word is fed the numbers computed from its plan
         so far (:func:`~rt2_ros.action_language.plans.derived_numbers`), then
-        writes on freely.
+        writes on freely; likewise a row with a hand state (``hands[r]``: the
+        numbers by hand word) that has just written ``height`` or ``closed``
+        is fed the robot's own number.
         """
         rows = hidden.shape[0]
         num_tokens = self.embodiment.num_tokens
@@ -517,6 +536,10 @@ class TransformersPolicy(Policy):
                 plan_text[r] = text[:found.start()] if found else text
                 derived = (derived_numbers(self.plan_kind, plan_text[r])
                            if self._derives and not found else None)
+                if derived is None and hands[r] and not found:
+                    last = plan_text[r].split()[-1:]
+                    if last and last[0] in hands[r]:
+                        derived = [hands[r][last[0]]]
                 if found:
                     phase[r] = "action"
                 elif len(plan_ids[r]) >= self.max_plan_tokens:

@@ -203,6 +203,8 @@ class EvaluationReport:
     seed: int
     outcomes: list[EpisodeOutcome] = field(default_factory=list)
     training_data: TrainingData | None = None
+    #: whether the policy was given the simulated hand's state each step (run_episode's hand_state)
+    hand_state: bool = False
 
     @property
     def kinds(self) -> list[str]:
@@ -281,7 +283,7 @@ class EvaluationReport:
         data = self.training_data
         return {"backend": self.backend, "model": self.model, "privileged": self.privileged,
                 "control_rate_hz": self.control_rate_hz, "max_steps": self.max_steps,
-                "seed": self.seed,
+                "seed": self.seed, "hand_state": self.hand_state,
                 "training_data": None if data is None else {
                     "objects": None if data.objects is None else sorted(data.objects),
                     "instructions": None if data.instructions is None else sorted(data.instructions)},
@@ -323,7 +325,8 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
              backend: str = "", model: str = "", control_rate_hz: float = 5.0, max_steps: int = 100,
              render: bool = True, training_data: TrainingData | None = None,
              objects: Sequence[str] = (), exclude_objects: Sequence[str] = (),
-             progress: Callable[[EpisodeOutcome, int, int], None] | None = None) -> EvaluationReport:
+             progress: Callable[[EpisodeOutcome, int, int], None] | None = None,
+             hand_state: bool = False) -> EvaluationReport:
     """Run ``episodes`` seeded episodes of each of ``kinds`` with ``policy`` on ``sim``.
 
     ``objects`` / ``exclude_objects`` (colours, shapes or names): keep only
@@ -336,6 +339,7 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
     an episode (PolicyError and other rt2_ros errors) fails that episode,
     with the error recorded; the evaluation goes on.  ``progress`` is called
     after each episode with the outcome, its index and the total.
+    ``hand_state``: give the policy the hand's state each step (run_episode).
     """
     from rt2_ros.sim.rollout import run_episode
 
@@ -348,7 +352,7 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
     report = EvaluationReport(backend=backend or getattr(policy, "name", "policy"), model=model,
                               privileged=bool(getattr(policy, "privileged", False)),
                               control_rate_hz=float(control_rate_hz), max_steps=max_steps, seed=seed,
-                              training_data=training_data)
+                              training_data=training_data, hand_state=bool(hand_state))
     total = len(kinds) * episodes
     objects, exclude_objects = tuple(objects), tuple(exclude_objects)
     for kind in kinds:
@@ -367,7 +371,7 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
                 outcome.instruction_seen = training_data.instruction_seen(task.instruction)
             try:
                 result = run_episode(sim, policy, control_rate_hz=control_rate_hz,
-                                     max_steps=max_steps, render=render)
+                                     max_steps=max_steps, render=render, hand_state=hand_state)
                 outcome.success, outcome.terminated = result.success, result.terminated
                 outcome.steps = result.steps
                 outcome.closest_m, outcome.grasped = result.closest_m, result.grasped

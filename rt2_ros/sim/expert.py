@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from rt2_ros.action_language import ActionLanguageError, Embodiment, format_action_text, load_embodiment
-from rt2_ros.policy.base import Policy, PolicyError, PolicyOutput, check_image, check_instruction
+from rt2_ros.policy.base import HandState, Policy, PolicyError, PolicyOutput, check_image, check_instruction
 from rt2_ros.sim.errors import SimError
 from rt2_ros.sim.rotations import quat_error, rpy_to_quat
 from rt2_ros.sim.scene import FINGER_HALF_THICKNESS
@@ -384,8 +384,9 @@ class ExpertPolicy(Policy):
         self.expert = ScriptedExpert(sim, embodiment, settings)
         self.embodiment = self.expert.embodiment
 
-    def act(self, image: np.ndarray, instruction: str) -> PolicyOutput:
-        """Return the expert's next action for the bound simulator's task (image unused)."""
+    def act(self, image: np.ndarray, instruction: str, hand: HandState | None = None) -> PolicyOutput:
+        """Return the expert's next action for the bound simulator's task (image and hand unused:
+        it reads the simulator's state)."""
         started = time.perf_counter()
         check_image(image)
         text = check_instruction(instruction)
@@ -729,8 +730,8 @@ class StateFedExpertPolicy(Policy):
                     raise PolicyError(f"expert: {problem}")
                 self._changed.wait(timeout=left)
 
-    def act(self, image: np.ndarray, instruction: str) -> PolicyOutput:
-        """Return the expert's next action from the newest privileged state (image unused)."""
+    def act(self, image: np.ndarray, instruction: str, hand: HandState | None = None) -> PolicyOutput:
+        """Return the expert's next action from the newest privileged state (image and hand unused)."""
         started = time.perf_counter()
         check_image(image)
         text = check_instruction(instruction)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rt2_ros.policy.base import Policy, PolicyOutput
+from rt2_ros.policy.base import HandState, Policy, PolicyOutput
 from rt2_ros.sim.errors import SimError
 from rt2_ros.sim.tabletop import StepReport, TabletopSim
 from rt2_ros.validation import expect_int, expect_number
@@ -52,13 +52,16 @@ class EpisodeResult:
 
 def run_episode(sim: TabletopSim, policy: Policy, *, instruction: str | None = None,
                 control_rate_hz: float = 5.0, max_steps: int = 100, render: bool = True,
-                camera: str = "head", record: bool = False) -> EpisodeResult:
+                camera: str = "head", record: bool = False, hand_state: bool = False) -> EpisodeResult:
     """Run ``policy`` on ``sim``'s current task until it terminates or ``max_steps`` pass.
 
     instruction: defaults to ``sim.task.instruction``.  render: give the policy
     real camera images; False passes a blank image (only for policies that
     ignore images, like the privileged expert) and is much faster.
     record: keep every step's image, output and report in ``records``.
+    hand_state: give the policy the hand's state with each image (the end effector's height and
+    the last gripper command sent, :class:`~rt2_ros.policy.base.HandState`), as a robot's
+    policy node does from its end-effector pose and its own commands.
     """
     rate = expect_number("control_rate_hz", control_rate_hz, low=0.1, high=1000.0)
     expect_int("max_steps", max_steps, low=1)
@@ -68,10 +71,15 @@ def run_episode(sim: TabletopSim, policy: Policy, *, instruction: str | None = N
     policy.reset()
     blank = None if render else np.zeros((*sim.config.image_size, 3), np.uint8)
     result = EpisodeResult(instruction=text, success=False, terminated=False, steps=0, sim_time=0.0)
+    command: float | None = None  # the last gripper command sent (hand_state)
     target = sim.task.object if sim.task is not None else None
     for step in range(max_steps):
         image = sim.render(camera) if render else blank
-        output = policy.act(image, text)
+        if hand_state:
+            output = policy.act(image, text, HandState(float(sim.ee_pose().position[2]), command))
+            command = float(output.action.get("gripper", command if command is not None else 0.0))
+        else:
+            output = policy.act(image, text)
         report = sim.apply_action(output.action, rate)
         result.steps = step + 1
         if record:

@@ -76,7 +76,8 @@ import numpy as np
 
 from rt2_ros.action_language import ActionLanguageError, Embodiment
 from rt2_ros.action_language.plans import (HAND_WORDS, PLAN_KINDS, PLAN_LAYOUTS, POINT_BINS, PlanField,
-                                           offset_numbers, plan_layout, plan_number_labels, point_bin)
+                                           hand_numbers, offset_numbers, plan_layout, plan_number_labels,
+                                           point_bin)
 from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.mcap_io import BagError, BagWriter
@@ -140,26 +141,6 @@ def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Itera
 def hand_plan(height: float | None, gripper_command: float | None) -> str:
     """The hand's state as plan text: ``"height 31 closed 0"`` (see :func:`hand_numbers`)."""
     return " ".join(f"{word} {number}" for word, number in hand_numbers(height, gripper_command).items())
-
-
-def hand_numbers(height: float | None, gripper_command: float | None) -> dict[str, int]:
-    """The hand's state as plan numbers, by HAND_WORDS: ``{"height": 31, "closed": 0}``.
-
-    ``height`` is the end effector's z in the episode's base frame (m), written
-    in whole centimetres (0..POINT_BINS-1, like a point's numbers); ``closed``
-    is 1 when the last gripper command before the image asked for at least
-    half closed (0 = open, 1 = closed), 0 before any command.  Two image
-    points cannot say how high the hand is or whether it holds something; the
-    action depends on both (docs/training.md section 6, item 11).
-    """
-    if height is None or not math.isfinite(float(height)):
-        raise ConfigError(f"height: expected the end effector's height in m (the episode's {EpisodeTopics.ee_pose} "
-                          f"at the image), got {height!r}")
-    if gripper_command is not None and not math.isfinite(float(gripper_command)):
-        raise ConfigError(f"gripper_command: expected a finite closedness 0..1 or None, got {gripper_command!r}")
-    centimetres = min(max(int(round(float(height) * 100)), 0), POINT_BINS - 1)
-    closed = int(gripper_command is not None and float(gripper_command) >= 0.5)
-    return dict(zip(HAND_WORDS, (centimetres, closed)))
 
 
 def points_plan(points: Mapping[str, Iterable[float]], object_name: str | None = None,
