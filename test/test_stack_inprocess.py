@@ -26,12 +26,14 @@ class PlanningPolicy:
 
         self.embodiment = load_embodiment("rt2_arm")
         self.images = []
+        self.hands = []
         self.resets = 0
 
-    def act(self, image, instruction):
+    def act(self, image, instruction, hand=None):
         from rt2_ros.policy.base import PolicyOutput, check_image
 
         self.images.append(np.array(check_image(image)))
+        self.hands.append(hand)
         tokens = [0, 153, 128, 128, 128, 128, 128, 128]
         return PolicyOutput(tokens=tokens, action=self.embodiment.decode(tokens),
                             plan="reach for the cube", text="", timings={"total": 0.1})
@@ -48,6 +50,7 @@ def compressed_policy_node(ros_domain):  # noqa: F811
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.parameter import Parameter
+    from geometry_msgs.msg import PoseStamped
     from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import CompressedImage
     from std_msgs.msg import String
@@ -64,6 +67,7 @@ def compressed_policy_node(ros_domain):  # noqa: F811
         Parameter("image_transport", value="compressed"),
         Parameter("control_rate_hz", value=20.0),
         Parameter("command_frame", value="tool0"),
+        Parameter("hand_state_topic", value="ee_pose"),
         Parameter("max_image_age_s", value=5.0)])
     peer = rclpy.create_node("test_peer", context=context)
     received = {"action": [], "plan": [], "markers": []}
@@ -71,6 +75,8 @@ def compressed_policy_node(ros_domain):  # noqa: F811
     peer.create_subscription(String, "rt2/plan", received["plan"].append, ACTION_QOS)
     peer.create_subscription(MarkerArray, "rt2/markers", received["markers"].append, 10)
     images = peer.create_publisher(CompressedImage, "camera/image_raw/compressed", IMAGE_QOS)
+    poses = peer.create_publisher(PoseStamped, "ee_pose", 10)
+    policy.poses = poses  # the hand-state test publishes on it
     instructions = peer.create_publisher(String, "rt2/instruction", INSTRUCTION_QOS)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -144,3 +150,40 @@ def test_compressed_images_plan_and_markers(compressed_policy_node):
     assert len(received["action"]) == 1
     assert node._stats.frames_rejected == 1
     assert "cannot decode" in node._stats.last_image_problem
+
+
+def test_the_hand_state_comes_from_the_pose_topic_and_the_nodes_own_gripper_commands(compressed_policy_node):
+    import cv2
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import String
+
+    from rt2_ros.policy.base import HandState
+
+    node, policy, images, instructions, received = compressed_policy_node
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+
+    def image():
+        msg = CompressedImage(format="png", data=png.tobytes())
+        msg.header.stamp = node.get_clock().now().to_msg()
+        images.publish(msg)
+
+    def pose(z, frame="tool0"):
+        msg = PoseStamped()
+        msg.header.frame_id = frame
+        msg.pose.position.z = z
+        policy.poses.publish(msg)
+
+    instructions.publish(String(data="pick up the cube"))
+    image()                                      # no pose yet: acts without the hand's state
+    _wait(lambda: len(received["action"]) >= 1)
+    assert policy.hands == [None]
+    pose(0.5, frame="camera")                    # another frame: not used, said once
+    pose(0.123)
+    _wait(lambda: node._hand_pose is not None)
+    image()
+    _wait(lambda: len(received["action"]) >= 2)
+    # The height from the pose, the gripper command the node sent with its first action.
+    hand = policy.hands[1]
+    assert isinstance(hand, HandState) and hand.height_m == pytest.approx(0.123)
+    assert hand.gripper_command == pytest.approx(received["action"][0].gripper)

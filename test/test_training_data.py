@@ -553,10 +553,12 @@ class _FixedLearner:
     name = "fixed"
 
     def __init__(self, action):
-        self.action, self.calls, self.resets = dict(action), 0, 0
+        self.action, self.calls, self.resets, self.hands = dict(action), 0, 0, []
 
-    def act(self, image, instruction):
+    def act(self, image, instruction, hand=None):
         from rt2_ros.policy.base import PolicyOutput
+
+        self.hands.append(hand)
 
         assert image.dtype == np.uint8 and image.ndim == 3 and instruction
         self.calls += 1
@@ -597,6 +599,18 @@ def test_dagger_collect_lets_the_learner_drive_and_records_the_experts_labels(tm
     again = collect(tmp_path / "again", CollectConfig(**base, expert_share=0.5, learner="fixed"),
                     learner=_FixedLearner(_WANDER))
     assert again["learner_steps"] == summary["learner_steps"] and again["steps"] == summary["steps"]
+    assert all(hand is None for hand in learner.hands)
+    # --hand-state: the learner gets the hand's height and the last command executed (its own
+    # closed gripper, or the expert's open one); the same episodes otherwise.
+    told = _FixedLearner(_WANDER)
+    same = collect(tmp_path / "told", CollectConfig(**base, expert_share=0.5, learner="fixed",
+                                                    learner_hand_state=True), learner=told)
+    assert same["steps"] == summary["steps"] and len(told.hands) == told.calls
+    assert all(0.0 < hand.height_m < 0.6 for hand in told.hands)
+    assert {hand.gripper_command for hand in told.hands} <= {None, 0.0, 1.0}
+    assert any(hand.gripper_command == 1.0 for hand in told.hands)
+    with pytest.raises(ConfigError, match="learner_hand_state: expected False without a learner"):
+        CollectConfig(**base, learner_hand_state=True)
 
 
 def test_a_learner_that_terminates_ends_the_dagger_episode(tmp_path):

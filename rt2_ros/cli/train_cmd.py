@@ -70,6 +70,10 @@ def register(subparsers: Any) -> None:
                              "--policy-model, 0.5 with it)")
     dagger.add_argument("--decoding", default="greedy", choices=DECODINGS,
                         help="how the model chooses its action tokens (default: greedy)")
+    dagger.add_argument("--hand-state", action="store_true",
+                        help="give the model the hand's height and last gripper command each step, as "
+                             "rt2-ros eval --hand-state does (a hand-planning checkpoint then writes them "
+                             "from it instead of reading them off the image)")
     dagger.add_argument("--device", default="auto", help="the model's device: auto, cpu, cuda or cuda:N")
     dagger.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     collect.set_defaults(func=run_collect)
@@ -209,7 +213,7 @@ def run_collect(args: argparse.Namespace) -> int:
                            questions_per_scene=args.questions_per_scene, exclude_objects=exclude,
                            action_noise=args.action_noise, random_start=args.random_start,
                            gripper_questions=args.gripper_questions,
-                           expert_share=share, learner=args.policy_model)
+                           expert_share=share, learner=args.policy_model, learner_hand_state=args.hand_state)
     learner = None
     set_torch_threads("collect", args.threads, learned_policy=bool(args.policy_model))
     if args.policy_model:

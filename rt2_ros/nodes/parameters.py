@@ -177,6 +177,10 @@ POLICY_NODE_PARAMETERS: tuple[ParamSpec, ...] = (
                               "goal brings its own)", "node", low=0, high=2**32 - 1),
     ParamSpec("timeout_s", 0.0, "time limit (s) of an episode started on rt2/instruction "
                                 "(0 = none; a goal brings its own)", "node", low=0.0),
+    ParamSpec("hand_state_topic", "", "end-effector pose (geometry_msgs/PoseStamped in command_frame, e.g. "
+                                      "ee_pose): with each image the policy gets the hand's height (its z) and "
+                                      "the last gripper command this node sent ('' = off; docs/simulation.md)",
+              "node"),
     ParamSpec("publish_markers", True, "publish visualization markers on rt2/markers", "node"),
     ParamSpec("marker_scale", 5.0, "arrow length per metre of step delta in the markers", "node",
               low=0.0, low_inclusive=False),
@@ -238,6 +242,7 @@ class PolicyNodeSettings:
     command_frame: str
     max_steps: int
     timeout_s: float
+    hand_state_topic: str
     publish_markers: bool
     marker_scale: float
     diagnostics_period_s: float

@@ -48,6 +48,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from geometry_msgs.msg import PoseStamped
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -63,7 +65,7 @@ from rt2_ros.nodes.qos import ACTION_QOS, IMAGE_QOS, INSTRUCTION_QOS
 from rt2_ros.nodes.parameters import (POLICY_NODE_PARAMETERS, declare_node_parameters,
                                       refuse_parameter_changes, policy_node_settings)
 from rt2_ros.nodes.runtime import run_node
-from rt2_ros.policy.base import Policy, PolicyOutput, check_instruction
+from rt2_ros.policy.base import HandState, Policy, PolicyOutput, check_instruction
 
 __all__ = ["PolicyNode", "Episode", "main"]
 
@@ -202,6 +204,14 @@ class PolicyNode(Node):
         self.failed = False
         self._cv_bridge = _optional_cv_bridge()
 
+        # The hand's state (hand_state_topic): the newest pose's z and arrival time, and the
+        # last gripper command this node published (it outlives episodes, as the gripper does).
+        self._hand_pose: tuple[float, float] | None = None
+        self._last_gripper: float | None = None
+        if self.settings.hand_state_topic:
+            self.create_subscription(PoseStamped, self.settings.hand_state_topic, self._on_hand_pose,
+                                     qos_profile_sensor_data)
+
         self._goal_episodes: dict[bytes, Episode] = {}
         if self.settings.image_transport == "compressed":
             self._image_topic = stack.CAMERA_TOPIC + stack.COMPRESSED_SUFFIX
@@ -281,6 +291,36 @@ class PolicyNode(Node):
             if rgb is None:
                 return
         self._store_frame(msg.header.stamp, received, rgb, None)
+
+    def _on_hand_pose(self, msg: PoseStamped) -> None:
+        frame = msg.header.frame_id
+        if frame and frame != self.settings.command_frame:
+            if self._reported.first("hand:frame"):
+                self.get_logger().warning(
+                    f"hand_state_topic: expected poses in command_frame {self.settings.command_frame!r}, got "
+                    f"{frame!r}; the hand's state is not given to the policy (logged once)")
+            return
+        height = float(msg.pose.position.z)
+        if not math.isfinite(height):
+            if self._reported.first("hand:nan"):
+                self.get_logger().warning(f"hand_state_topic: expected a finite z, got {height} (logged once)")
+            return
+        with self._lock:
+            self._hand_pose = (height, time.monotonic())
+
+    def _hand_state(self) -> HandState | None:
+        """The hand's state for the next action, None (said once) without a fresh pose."""
+        with self._lock:
+            pose, command = self._hand_pose, self._last_gripper
+        if pose is None or time.monotonic() - pose[1] > self.settings.max_image_age_s:
+            if self._reported.first("hand:stale"):
+                self.get_logger().warning(
+                    f"hand_state_topic: no pose on {self.settings.hand_state_topic} newer than "
+                    f"max_image_age_s ({self.settings.max_image_age_s:g} s); acting without the hand's state "
+                    f"(logged once until poses arrive)")
+            return None
+        self._reported.clear("hand:stale")
+        return HandState(pose[0], command)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
         self._store_frame(msg.header.stamp, time.monotonic(), None, msg)
@@ -512,9 +552,11 @@ class PolicyNode(Node):
             self._bad_image(exc, on_arrival=False)
             return
         self._reported.clear("wait:")
+        hand = self._hand_state() if self.settings.hand_state_topic else None
         started = time.perf_counter()
         try:
-            output = self.policy.act(image, episode.instruction)
+            output = (self.policy.act(image, episode.instruction) if hand is None
+                      else self.policy.act(image, episode.instruction, hand))
             inference_ms = (time.perf_counter() - started) * 1000.0
             msg = self._action_message(output, episode, frame, inference_ms)
         except Rt2RosError as exc:
@@ -530,6 +572,7 @@ class PolicyNode(Node):
             msg.step = episode.steps
             episode.steps += 1
             self._action_pub.publish(msg)
+            self._last_gripper = float(msg.gripper)
             # This node's own share: image arrival -> action published, minus the model.
             self._overhead_ms.append((time.monotonic() - frame.received) * 1000.0 - inference_ms)
             self._stats.actions += 1

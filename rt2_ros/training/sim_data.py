@@ -70,6 +70,7 @@ import numpy as np
 
 from rt2_ros.action_language import load_embodiment
 from rt2_ros.errors import ConfigError, PolicyError
+from rt2_ros.policy.base import HandState
 from rt2_ros.training.episodes import POINT_BINS, EpisodeBagWriter, EpisodeInfo, point_bin
 from rt2_ros.training.vqa_data import write_vqa_jsonl
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
@@ -128,6 +129,7 @@ class CollectConfig:
     action_noise: float = 0.0            # m, std of the noise on executed translations (_perturbed)
     expert_share: float = 1.0            # DAgger: share of steps the expert drives (the learner the rest)
     learner: str = ""                    # DAgger: what the learner is (a checkpoint path), for collect.json
+    learner_hand_state: bool = False     # DAgger: the learner is given the hand's state (HandState)
     random_start: float = 0.0            # share of episodes whose hand starts anywhere in RANDOM_START_BOX
     gripper_questions: int = 0           # "where is the gripper?" point questions per episode (its frames)
 
@@ -148,6 +150,9 @@ class CollectConfig:
         expect_number("random_start", self.random_start, low=0.0, high=1.0)
         expect_int("gripper_questions", self.gripper_questions, low=0, high=100)
         expect_str("learner", self.learner)
+        expect_bool("learner_hand_state", self.learner_hand_state)
+        if self.learner_hand_state and not self.learner:
+            raise ConfigError("learner_hand_state: expected False without a learner (--policy-model), got True")
         if self.expert_share < 1.0 and not self.learner:
             raise ConfigError(f"expert_share: expected 1.0 without a learner (--policy-model), "
                               f"got {self.expert_share:g}")
@@ -443,6 +448,7 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
     # from ``rng`` stay the same whatever the noise.
     noise_rng = np.random.default_rng([config.seed, seed, 1])
     error = False
+    command: float | None = None  # the last gripper command executed (the learner's HandState)
     for step in range(config.max_steps):
         if step:
             image = sim.render(config.camera)
@@ -464,13 +470,15 @@ def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, 
         executed = output.action
         if learner is not None and not terminate and turn_rng.random() >= config.expert_share:
             try:
-                executed = learner.act(image, text).action
+                hand = HandState(float(pose.position[2]), command) if config.learner_hand_state else None
+                executed = learner.act(image, text, hand).action
             except PolicyError:
                 counts["learner_errors"] += 1
                 break
             counts["learner_steps"] += 1
             # A learner that stops early ends the episode, as it would on the robot.
             terminate = bool(executed.get("terminate"))
+        command = float(executed.get("gripper", command if command is not None else 0.0))
         if not terminate:
             executed = _perturbed(executed, embodiment, config.action_noise, noise_rng)
         sim.apply_action(executed, rate)
