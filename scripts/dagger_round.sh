@@ -6,14 +6,16 @@
 #   2. 3000 steps from MODEL on the data of scripts/train_bundled_model.sh, the relabelled
 #      episodes of this and all earlier rounds (DATA/DG*), the same VQA and hints, lr 5e-4 constant.
 # Usage: MODEL=GH OUT=GHD ROUND=1 [DATA=data/sim] [EPISODES=250] [STEPS=3000] [PLAN=object_points_hand]
-#        [EVENT_REPEAT=1] scripts/dagger_round.sh   (the plan must be one MODEL can write or learn;
+#        [EVENT_REPEAT=1] [HAND_STATE=0] scripts/dagger_round.sh   (the plan must be one MODEL can write or learn;
 #        the data and flags shared with train_bundled_model.sh are in scripts/cofinetune_recipe.sh)
 # Round N collects DATA/DG(2N-1) and DATA/DG(2N) with seeds 300000 + 20000 (N-1) (+ 10000); a
 # round already collected is not collected again. Measured (item 12): 13 min of collection and
 # 14 min of training on 2 cores; round 1 brought the arm to the objects (closest approach 3-8 cm,
 # 4/40 grasps, 0/40 solved), round 2 did not add to it. With PLAN=hand_points_offset (item 13)
 # rounds 3-7 brought the hand within 5 cm in 21, 25, 29, 15, 34 of 40 episodes and solved 1, 2, 1,
-# 3, 2 of 40; EVENT_REPEAT=3 on round 6 grasped more and solved fewer (item 14).
+# 3, 2 of 40; EVENT_REPEAT=3 on round 6 grasped more and solved fewer (item 14). HAND_STATE=1: the
+# driving model gets the hand's height and last gripper command (rt2-ros collect --hand-state), as
+# rt2-ros eval --hand-state gives them (item 15; rounds 1-8 ran without).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${MODEL:?MODEL: the checkpoint that drives (e.g. the output of train_bundled_model.sh)}"
@@ -22,13 +24,16 @@ round="${ROUND:?ROUND: 1, 2, ...}"
 data="${DATA:-data/sim}"
 episodes="${EPISODES:-250}"
 event_repeat="${EVENT_REPEAT:-1}"   # rt2-ros train --event-repeat: gripper switches and terminates
+hand_state="${HAND_STATE:-0}"
 plan="${PLAN:-object_points_hand}"
 [[ "$round" =~ ^[1-9][0-9]*$ ]] || { echo "ROUND: expected 1, 2, ..., got '$round'" >&2; exit 2; }
 # Checked here, not after half an hour of collection.
 [[ "$event_repeat" =~ ^[1-9][0-9]?$|^100$ ]] \
   || { echo "EVENT_REPEAT: expected an integer 1..100, got '$event_repeat'" >&2; exit 2; }
+[[ "$hand_state" =~ ^[01]$ ]] || { echo "HAND_STATE: expected 0 or 1, got '$hand_state'" >&2; exit 2; }
 collect=(.venv/bin/rt2-ros collect --image-size 224 --shadows --exclude-objects purple --vqa-scenes 0
          --policy-model "$model" --expert-share 0.5 --decoding median --episodes "$episodes" --threads 1)
+[ "$hand_state" = 1 ] && collect+=(--hand-state)
 trap 'for lane in $(jobs -p); do pkill -P "$lane"; kill "$lane"; done 2>/dev/null || true' EXIT
 lanes=()
 for lane in 1 2; do
