@@ -8,10 +8,11 @@ builds the plans from episodes (:mod:`rt2_ros.training.episodes`), the
 transformers backend decodes them; both read the layouts here.
 
 A *derived* field is arithmetic on fields written before it (the offset is
-the goal's point minus the gripper's, or minus the point under the hand).  A small model does not learn that
-subtraction from its examples (docs/training.md section 6, item 13), so the
-decoder writes a derived field's numbers itself from the numbers the model
-wrote: :func:`derived_numbers`.
+the goal's point minus the gripper's, or minus the point under the hand).
+A small model does not learn that subtraction from its examples
+(docs/training.md section 6, item 13), so the decoder writes a derived
+field's numbers itself from the numbers the model wrote:
+:func:`derived_numbers`.
 
 Pure Python: no torch, no rclpy.
 """
