@@ -544,3 +544,27 @@ def test_the_under_plan_measures_the_offset_from_the_point_under_the_hand():
     assert derived_numbers("hand_points_offset", plan) == [76, 217]
     # No under point written: the model writes on.
     assert derived_numbers("hand_under_offset", "gripper 128 51 goal 25 230 offset") is None
+
+
+def test_a_plan_is_parsed_only_when_it_follows_its_layout_word_for_word():
+    from rt2_ros.action_language.plans import parse_plan
+
+    plan = "gripper 128 51 height 31 closed 0 red cube 76 153 goal 25 230 under 120 200 offset 80 143"
+    assert parse_plan("hand_under_offset", plan) == {
+        "gripper": [128, 51], "height": [31], "closed": [0], "object": [76, 153], "goal": [25, 230],
+        "under": [120, 200], "offset": [80, 143]}
+    assert parse_plan("points", "goal 1 2 gripper 3 4") == {"goal": [1, 2], "gripper": [3, 4]}
+    broken = [
+        # The object's row and the under point's word missing (a free plan of item 15's trace).
+        "gripper 128 51 height 31 closed 0 green sphere 201 goal 201 180 180 180 offset 128 128",
+        plan.replace("closed 0", "closed 2"),             # the fingers are 0 or 1
+        plan.replace("goal 25", "goal 256"),              # off the 0..255 bins
+        plan.replace("red cube", "the big red cube"),     # still a name of 4 words: fine, see below
+        plan.replace("red cube ", ""),                    # no name
+        plan + " 7",                                      # something after the last field
+        plan.replace("under", "gripper"),
+    ]
+    results = [parse_plan("hand_under_offset", text) for text in broken]
+    assert results[3] is not None and results[3]["object"] == [76, 153]
+    assert [r is None for i, r in enumerate(results) if i != 3] == [True] * 6
+    assert parse_plan("hand_under_offset", plan.replace("red cube", "a very big red cube")) is None

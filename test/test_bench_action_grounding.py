@@ -119,3 +119,35 @@ def test_plan_following_moves_the_goal_with_the_object_it_copies_and_the_gripper
     assert columns(hand_first, "gripper", plan) == [1] and columns(hand_first, "goal", plan) == [9, 12]
     assert columns(hand_first, "height", plan) == [4] and columns(hand_first, "closed", plan) == [6]
     assert columns(hand_first, "offset", plan) == [15] and columns(hand_first, "offset row", plan) == [16]
+
+
+def test_plan_decoding_bench_compares_layout_with_free_decoding(grounded_run, tmp_path, capsys):
+    """bench/plan_decoding.py: on a four-step hand_under_offset model (whose free plans rarely follow
+    the layout) layout decoding keeps every plan in it, and the figures print in range."""
+    data, plain = grounded_run
+    checkpoint = tmp_path / "planning"
+    train(TrainConfig(output_dir=str(checkpoint), data=(str(data),), robot_fraction=1.0, from_scratch="tiny",
+                      max_steps=4, batch_size=4, warmup=0.0, eval_steps=0, eval_episodes=1, eval_vqa_images=0,
+                      logging_steps=2, seed=0, use_cpu=True, plan="hand_under_offset",
+                      cache_dir=str(tmp_path / "cache"), extra={"disable_tqdm": True}), log=lambda message: None)
+    spec = importlib.util.spec_from_file_location("plan_decoding_bench", BENCH.parent / "plan_decoding.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "20",
+                       "--hand-state"]) == 0
+    out = capsys.readouterr().out
+    steps = int(re.search(r"; (\d+) steps \(every 20th\)", out).group(1))
+    assert steps >= 3 and "hand state given" in out, out
+    shares = re.search(r"plans in the layout: free (\S+)  layout (\S+)", out)
+    assert shares and 0.0 <= float(shares.group(1)) <= 1.0 and float(shares.group(2)) == 1.0, out
+    layout_row = re.search(r"^\s+layout ((?:\s+\S+){12})\s+\((\d+) plans\)$", out, re.MULTILINE)
+    assert layout_row and int(layout_row.group(2)) == steps, out
+    assert all(0.0 <= float(v) <= 255.0 for v in layout_row.group(1).split())
+    for row in re.findall(r"^\s+(?:free|layout), all steps((?:\s+\S+){8})$", out, re.MULTILINE):
+        assert all(0.0 <= float(v) <= 255.0 for v in row.split())
+    timing = re.search(r"free median (\d+) ms p99 (\d+) ms  layout median (\d+) ms p99 (\d+) ms  "
+                       r"layout / free (\S+)", out)
+    assert timing and float(timing.group(5)) > 0, out
+    # A checkpoint that does not plan has nothing to compare.
+    with pytest.raises(SystemExit, match="not a planning checkpoint"):
+        bench.main(["--model", str(plain), "--episodes", str(data)])

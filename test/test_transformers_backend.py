@@ -223,15 +223,21 @@ def test_chain_of_thought_returns_a_plan_then_a_legal_action(paligemma, llava):
 
 
 def act_writing(policy: TransformersPolicy, words: str):
-    """``policy.act`` on a random image with the model's free-text choices replaced by the tokens
-    of ``words`` (then id 0): what the decoder does around a plan the model writes."""
+    """``policy.act`` on a random image with the model preferring, at each plan token it chooses,
+    the next token of ``words`` (then id 0) above all others: what the decoder does around a plan
+    the model writes."""
     script = iter(encode_text(policy.tokenizer, words) + [0] * 50)
-    real_free_token = policy._free_token
-    policy._free_token = lambda hidden: torch.full((hidden.shape[0],), next(script), dtype=torch.long)
+
+    def scripted(hidden):
+        logits = torch.zeros(hidden.shape[0], policy.logits_width)
+        logits[:, next(script)] = 1.0
+        return logits
+
+    policy._plan_logits = scripted
     try:
         return policy.act(random_images(1)[0], "pick up the red block")
     finally:
-        policy._free_token = real_free_token
+        del policy._plan_logits
 
 
 @pytest.mark.parametrize("marker", ["Action :", "action:"])  # a lower-casing tokenizer writes the second
@@ -259,8 +265,8 @@ def test_a_plans_derived_fields_are_computed_from_what_the_model_wrote(kind, pla
     model, processor = build_scratch_vlm("tiny", ["pick up the red block"])
     setup = dataclasses.replace(resolve_action_setup(processor.tokenizer), chain_of_thought=True, plan=kind)
     policy = TransformersPolicy(model, processor, setup, chain_of_thought=True, max_plan_tokens=32,
-                                warmup=False)
-    assert policy.plan_kind == kind
+                                plan_decoding="free", warmup=False)
+    assert policy.plan_kind == kind and policy.plan_decoding == "free"
     # The model's own words: the points, the field's word, numbers of its own, the marker.
     out = act_writing(policy, "gripper 10 200 goal 30 40 offset 7 Action:")
     if kind == "hand_points_offset":
@@ -277,6 +283,81 @@ def test_a_plans_derived_fields_are_computed_from_what_the_model_wrote(kind, pla
         _parse_metadata({**metadata, "plan": "offsets"}, "ckpt")
     with pytest.raises(PolicyError, match="ckpt: plan: 'points' is a chain-of-thought plan, but chain_of_thought"):
         _parse_metadata({"format": "rt2_ros/1", "plan": "points"}, "ckpt")
+
+
+@pytest.mark.parametrize("kind", ["hand_points_offset", "hand_under_offset", "object_points"])
+def test_layout_decoding_writes_the_plan_kinds_words_and_leaves_the_model_the_name_and_numbers(kind):
+    """plan_decoding 'layout' (what 'auto' picks for a from-scratch checkpoint naming its plan kind):
+    even an untrained model's plan has every field's word in place, numbers in range, the derived
+    offset computed and the hand's numbers taken from a HandState; a model that writes "Action:" or
+    a field's word itself is not followed."""
+    import dataclasses
+
+    from rt2_ros.action_language.plans import offset_numbers, plan_layout
+    from rt2_ros.policy.base import HandState
+    from rt2_ros.policy.profiles import resolve_action_setup
+    from rt2_ros.training.from_scratch import build_scratch_vlm
+
+    model, processor = build_scratch_vlm("tiny", ["pick up the red block"])
+    setup = dataclasses.replace(resolve_action_setup(processor.tokenizer), chain_of_thought=True, plan=kind)
+    policy = TransformersPolicy(model, processor, setup, chain_of_thought=True, warmup=False)
+    assert policy.plan_decoding == "layout"
+    layout = plan_layout(kind)
+
+    def fields_of(plan: str) -> dict[str, list[int]]:
+        words, found = plan.split(), {}
+        for field in layout:
+            if field.name == "object":
+                name = []
+                while not words[0].isdigit():
+                    name.append(words.pop(0))
+                assert 1 <= len(name) <= 4, plan
+            else:
+                assert words.pop(0) == field.name, plan
+            found[field.name] = [int(words.pop(0)) for _ in range(field.numbers)]
+            assert all(0 <= n < field.values for n in found[field.name]), plan
+        assert not words, plan
+        return found
+
+    images = random_images(3, seed=9)
+    for image in images:
+        out = policy.act(image, "pick up the red block")
+        fields = fields_of(out.plan)
+        assert_legal(policy, out)
+        assert out.text.startswith(f"Plan: {out.plan} Action: ")
+        offset = next((f for f in layout if f.derived), None)
+        if offset is not None:
+            assert tuple(fields["offset"]) == offset_numbers(*(fields[n] for n in offset.offset_of)), out.plan
+        if "closed" in fields:
+            told = policy.act(image, "pick up the red block", HandState(0.23, 1.0))
+            assert fields_of(told.plan)["height"] == [23] and fields_of(told.plan)["closed"] == [1], told.plan
+    # Batched rows decode as they do one at a time.
+    batch = policy.act_batch(images, ["pick up the red block"] * 3)
+    assert [o.plan for o in batch] == [policy.act(i, "pick up the red block").plan for i in images]
+    # The model's own words are not followed: it may choose only names and numbers where they belong.
+    out = act_writing(policy, "Action: gripper offset 7 goal")
+    fields_of(out.plan)
+    assert_legal(policy, out)
+    # Asked for, layout decoding needs a plan kind and single-token words and numbers.
+    with pytest.raises(PolicyError, match="plan_decoding: 'layout' needs a checkpoint that names its plan kind"):
+        TransformersPolicy(model, processor, dataclasses.replace(setup, plan=""), chain_of_thought=True,
+                           plan_decoding="layout", warmup=False)
+    with pytest.raises(PolicyError, match="plan_decoding: expected one of auto, layout, free, got 'words'"):
+        TransformersPolicy(model, processor, setup, chain_of_thought=True, plan_decoding="words", warmup=False)
+
+
+def test_layout_decoding_needs_single_token_numbers(tiny_bpe_vlm_dir):
+    """A subword tokenizer that splits integers into pieces cannot be laid out: 'auto' plans freely
+    (and says why in the log), 'layout' is refused naming the token that splits."""
+    import dataclasses
+
+    base = TransformersPolicy.from_pretrained(tiny_bpe_vlm_dir, dtype="float32", device="cpu", warmup=False)
+    setup = dataclasses.replace(base.setup, chain_of_thought=True, plan="points")
+    policy = TransformersPolicy(base.model, base.processor, setup, chain_of_thought=True, warmup=False)
+    assert policy.plan_decoding == "free"
+    with pytest.raises(PolicyError, match="plan_decoding: 'layout' needs one token per"):
+        TransformersPolicy(base.model, base.processor, setup, chain_of_thought=True, plan_decoding="layout",
+                           warmup=False)
 
 
 def test_vqa_answers_free_text_on_the_same_weights(paligemma, llava):

@@ -14,6 +14,11 @@ A small model does not learn that subtraction from its examples
 field's numbers itself from the numbers the model wrote:
 :func:`derived_numbers`.
 
+The words themselves are fixed by the layout too: with layout decoding the
+decoder writes each field's word and leaves the model only the object's name
+and the numbers, each number chosen among the values its field can take
+(``PlanField.values``; docs/training.md section 6, item 16).
+
 Pure Python: no torch, no rclpy.
 """
 from __future__ import annotations
@@ -24,14 +29,16 @@ from typing import Iterable, Sequence
 
 from rt2_ros.errors import ConfigError
 
-__all__ = ["POINT_BINS", "HAND_WORDS", "PlanField", "PLAN_LAYOUTS", "PLAN_KINDS", "point_bin", "plan_layout",
-           "plan_number_labels", "offset_numbers", "derived_numbers", "hand_numbers"]
+__all__ = ["POINT_BINS", "HAND_WORDS", "MAX_NAME_WORDS", "PlanField", "PLAN_LAYOUTS", "PLAN_KINDS", "point_bin", "plan_layout",
+           "plan_number_labels", "offset_numbers", "derived_numbers", "hand_numbers", "parse_plan"]
 
 #: Image points as text: column and row in 256ths of the width and height (the simulator's
 #: "where is the X?" answers and the plans).
 POINT_BINS = 256
 #: The words of a plan's hand state, each followed by its integer.
 HAND_WORDS = ("height", "closed")
+#: The longest object name a plan writes with layout decoding ("orange cylinder": 2).
+MAX_NAME_WORDS = 4
 
 
 @dataclass(frozen=True)
@@ -40,12 +47,14 @@ class PlanField:
     integers that follow it, the grounding point whose image patch those integers are read
     from (``rt2-ros train --grounding-weight`` asks the positions predicting them to look there),
     and, for a field the decoder computes from earlier ones (:func:`derived_numbers`), the two
-    points it is the offset between: ``(to, from)``, written before it."""
+    points it is the offset between: ``(to, from)``, written before it.  ``values``: each integer
+    is one of ``0..values-1`` (a point's bins, centimetres of height, or 0/1 for the fingers)."""
 
     name: str
     numbers: int
     reads: str
     offset_of: tuple[str, str] | None = None
+    values: int = POINT_BINS
 
     @property
     def derived(self) -> bool:
@@ -57,7 +66,7 @@ def _point_field(name: str) -> PlanField:
     return PlanField(name, 2, name)
 
 
-_HAND_FIELDS = (PlanField("height", 1, "gripper"), PlanField("closed", 1, "gripper"))
+_HAND_FIELDS = (PlanField("height", 1, "gripper"), PlanField("closed", 1, "gripper", values=2))
 #: What robot answers plan before the action, field by field: nothing; the goal and gripper
 #: image points ("points"); or first the task's object named and pointed at as a "where is the
 #: X?" answer does, then the goal and gripper ("object_points"); or that and then the hand's
@@ -156,3 +165,30 @@ def derived_numbers(kind: str, text: Iterable[str] | str) -> list[int] | None:
     if to is None or origin is None:
         return None
     return list(offset_numbers(to, origin))
+
+
+def parse_plan(kind: str, text: str) -> dict[str, list[int]] | None:
+    """The numbers of each field of plan ``text`` in plan ``kind``'s layout, by field name (the
+    object's numbers under ``"object"``, its name left out); None when ``text`` does not follow the
+    layout word for word (a word missing or misplaced, a number out of its field's range, an object
+    name of no word or more than MAX_NAME_WORDS words, anything after the last field)."""
+    words = text.split()
+    found: dict[str, list[int]] = {}
+    at = 0
+    for field in plan_layout(kind):
+        if field.name == "object":
+            start = at
+            while at < len(words) and not words[at].isdigit():
+                at += 1
+            if not 1 <= at - start <= MAX_NAME_WORDS:
+                return None
+        elif at < len(words) and words[at] == field.name:
+            at += 1
+        else:
+            return None
+        numbers = words[at:at + field.numbers]
+        if len(numbers) != field.numbers or not all(n.isdigit() and int(n) < field.values for n in numbers):
+            return None
+        found[field.name] = [int(n) for n in numbers]
+        at += field.numbers
+    return found if at == len(words) else None

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rt2_ros.errors import ConfigError, Rt2RosError
-from rt2_ros.policy.config import DECODINGS
+from rt2_ros.policy.config import DECODINGS, PLAN_DECODINGS
 
 
 class ImageFileError(Rt2RosError):
@@ -64,6 +64,8 @@ def _add_policy_options(parser: argparse.ArgumentParser, *, actions: bool) -> No
         parser.add_argument("--decoding", default="greedy", choices=DECODINGS,
                             help="transformers: greedy (argmax of each action token) or median "
                                  "(continuous dims take the median bin of the model's distribution)")
+        parser.add_argument("--plan-decoding", default="auto", choices=PLAN_DECODINGS,
+                            help="transformers: how a planning checkpoint writes its plan: layout (the decoder writes the plan kind's words, the model the object's name and the numbers), free (the model writes all of it) or auto (layout where the checkpoint names its plan kind and its tokenizer has one token per word and per integer; default)")
         parser.add_argument("--actions", default="",
                             help="scripted: file of action strings, one per line")
 
@@ -111,7 +113,8 @@ def _config(args: argparse.Namespace, actions: bool) -> Any:
               "api_key_env": args.api_key_env}
     if actions:
         values.update(chain_of_thought=args.chain_of_thought, max_plan_tokens=args.max_plan_tokens,
-                      decoding=args.decoding, scripted_actions=args.actions)
+                      decoding=args.decoding, plan_decoding=args.plan_decoding,
+                      scripted_actions=args.actions)
     return PolicyConfig.from_mapping(values)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from rt2_ros.cli import THREADS_HELP, set_torch_threads
 from rt2_ros.errors import ConfigError
-from rt2_ros.policy.config import DECODINGS
+from rt2_ros.policy.config import DECODINGS, PLAN_DECODINGS
 
 
 def register(subparsers: Any) -> None:
@@ -43,6 +43,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--decoding", default="greedy", choices=DECODINGS,
                    help="transformers: how each action token is chosen: greedy (argmax) or median "
                         "(continuous dims take the median bin of the model's distribution)")
+    p.add_argument("--plan-decoding", default="auto", choices=PLAN_DECODINGS,
+                   help="transformers: how a planning checkpoint writes its plan: layout (the decoder writes the plan kind's words, the model the object's name and the numbers), free (the model writes all of it) or auto (layout where the checkpoint names its plan kind and its tokenizer has one token per word and per integer; default)")
     p.add_argument("--hand-state", action="store_true",
                    help="give the policy the simulated hand's height and last gripper command each step; "
                         "a checkpoint whose plan writes the hand's state then writes these numbers instead "
@@ -77,7 +79,8 @@ def _policy(args: argparse.Namespace, sim: Any) -> Any:
 
     return make_policy(PolicyConfig(
         backend=args.backend, model=args.model, profile=args.profile, embodiment=args.embodiment,
-        device=args.device, decoding=args.decoding, server_url=args.server_url,
+        device=args.device, decoding=args.decoding, plan_decoding=args.plan_decoding,
+        server_url=args.server_url,
         scripted_actions=args.scripted_actions,
         scripted_loop=args.backend == "scripted"))
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from rt2_ros.cli import THREADS_HELP
 from rt2_ros.errors import ConfigError
-from rt2_ros.policy.config import DECODINGS
+from rt2_ros.policy.config import DECODINGS, PLAN_DECODINGS
 
 MB = 1024 * 1024
 
@@ -62,6 +62,8 @@ def register(subparsers: Any) -> None:
     model.add_argument("--decoding", default="greedy", choices=DECODINGS,
                        help="greedy (argmax of each action token) or median (continuous dims take the "
                             "median bin of the model's distribution)")
+    model.add_argument("--plan-decoding", default="auto", choices=PLAN_DECODINGS,
+                       help="how a planning checkpoint writes its plan: layout (the decoder writes the plan kind's words, the model the object's name and the numbers), free (the model writes all of it) or auto (layout where the checkpoint names its plan kind and its tokenizer has one token per word and per integer; default)")
     limits = p.add_argument_group("batching and limits")
     limits.add_argument("--max-batch", type=int, default=8,
                         help="robots decoded in one forward pass (default 8)")
@@ -134,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
                        attn_implementation=args.attn_implementation,
                        trust_remote_code=args.trust_remote_code,
                        chain_of_thought=args.chain_of_thought,
-                       max_plan_tokens=args.max_plan_tokens, decoding=args.decoding)
+                       max_plan_tokens=args.max_plan_tokens, decoding=args.decoding,
+                       plan_decoding=args.plan_decoding)
     # Heavy imports only once the arguments are known to be good.
     import uvicorn
 

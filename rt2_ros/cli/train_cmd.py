@@ -21,7 +21,7 @@ from typing import Any
 
 from rt2_ros.cli import THREADS_HELP, set_torch_threads
 from rt2_ros.errors import ConfigError
-from rt2_ros.policy.config import DECODINGS
+from rt2_ros.policy.config import DECODINGS, PLAN_DECODINGS
 from rt2_ros.training.episodes import PLAN_KINDS
 
 
@@ -70,6 +70,8 @@ def register(subparsers: Any) -> None:
                              "--policy-model, 0.5 with it)")
     dagger.add_argument("--decoding", default="greedy", choices=DECODINGS,
                         help="how the model chooses its action tokens (default: greedy)")
+    dagger.add_argument("--plan-decoding", default="auto", choices=PLAN_DECODINGS,
+                        help="how a planning checkpoint writes its plan: layout (the decoder writes the plan kind's words, the model the object's name and the numbers), free (the model writes all of it) or auto (layout where the checkpoint names its plan kind and its tokenizer has one token per word and per integer; default)")
     dagger.add_argument("--hand-state", action="store_true",
                         help="give the model the hand's height and last gripper command each step, as "
                              "rt2-ros eval --hand-state does (a hand-planning checkpoint then writes them "
@@ -223,7 +225,8 @@ def run_collect(args: argparse.Namespace) -> int:
         # The checkpoint's own embodiment (its bins and bounds); its action values are metres and
         # radians like the expert's, whatever bins each side uses.
         learner = make_policy(PolicyConfig(backend="transformers", model=args.policy_model,
-                                           device=args.device, decoding=args.decoding))
+                                           device=args.device, decoding=args.decoding,
+                                           plan_decoding=args.plan_decoding))
         _log(f"collect: DAgger, {args.policy_model} drives {1 - share:.0%} of the steps, the expert labels all")
     from tqdm import tqdm
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from rt2_ros.errors import ConfigError
-from rt2_ros.policy.config import DECODINGS, PROFILES, PolicyConfig
+from rt2_ros.policy.config import DECODINGS, PLAN_DECODINGS, PROFILES, PolicyConfig
 from rt2_ros.safety.config import SafetyConfig
 from rt2_ros.validation import expect_bool, expect_int, expect_number, expect_str
 
@@ -138,6 +138,10 @@ POLICY_NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("decoding", "transformers: how each action token is chosen: greedy (argmax) or median "
                    "(continuous dims take the median bin of the model's distribution)",
        choices=DECODINGS),
+    _p("plan_decoding", "transformers: how a planning checkpoint writes its plan: layout (the decoder "
+                        "writes the plan kind's words, the model the object's name and the numbers), free "
+                        "(the model writes all of it) or auto (layout where the checkpoint allows it)",
+       choices=PLAN_DECODINGS),
     _p("device", "transformers: auto, cpu, cuda or cuda:N"),
     _p("dtype", "transformers: auto, float32, bfloat16 or float16",
        choices=("auto", "float32", "bfloat16", "float16")),

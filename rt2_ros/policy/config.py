@@ -17,6 +17,11 @@ BACKENDS = ("transformers", "remote", "scripted", "expert")
 PROFILES = ("rt2", "openvla")
 #: How an action position's token is chosen (rt2_ros.policy.constrained_decoding explains median).
 DECODINGS = ("greedy", "median")
+#: How a planning checkpoint's plan is written: ``layout`` (the decoder writes the plan kind's words,
+#: the model only the object's name and the numbers), ``free`` (the model writes all of it) or
+#: ``auto`` (layout where the checkpoint names its plan kind and its tokenizer writes each plan word
+#: and each integer 0..255 as one token, else free).
+PLAN_DECODINGS = ("auto", "layout", "free")
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class PolicyConfig:
     # transformers: how each action token is chosen: greedy (argmax) or median (continuous dims
     # take the median bin of the model's distribution; fewer wild moves when it is unsure).
     decoding: str = "greedy"
+    # transformers: how a planning checkpoint's plan is written (PLAN_DECODINGS).
+    plan_decoding: str = "auto"
     # transformers backend
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     dtype: str = "auto"             # auto | float32 | bfloat16 | float16
@@ -68,6 +75,11 @@ class PolicyConfig:
         if self.decoding != "greedy" and self.backend != "transformers":
             raise ConfigError(f"decoding: {self.decoding!r} is chosen where the model runs (the "
                               f"transformers backend, or rt2-ros serve --decoding for remote), got "
+                              f"backend {self.backend!r}")
+        expect_str("plan_decoding", self.plan_decoding, choices=PLAN_DECODINGS)
+        if self.plan_decoding != "auto" and self.backend != "transformers":
+            raise ConfigError(f"plan_decoding: {self.plan_decoding!r} is chosen where the model runs (the "
+                              f"transformers backend, or rt2-ros serve --plan-decoding for remote), got "
                               f"backend {self.backend!r}")
         expect_str("device", self.device, allow_empty=False)
         expect_str("dtype", self.dtype, choices=("auto", "float32", "bfloat16", "float16"))

@@ -33,21 +33,23 @@ behaviour).
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Generator, Sequence
 
 import numpy as np
 import torch
 
 from rt2_ros.action_language import ActionLanguageError, format_action_text
-from rt2_ros.action_language.plans import HAND_WORDS, derived_numbers, hand_numbers, plan_layout
+from rt2_ros.action_language.plans import (HAND_WORDS, MAX_NAME_WORDS, POINT_BINS, derived_numbers, hand_numbers,
+                                            plan_layout)
 from rt2_ros.action_language.prompts import ACTION_MARKER
 from rt2_ros.policy.base import HandState, Policy, PolicyError, PolicyOutput, check_image, check_instruction
-from rt2_ros.policy.config import PolicyConfig
+from rt2_ros.policy.config import PLAN_DECODINGS, PolicyConfig
 from rt2_ros.policy.constrained_decoding import (ACTION_PREFIX, DECODINGS, PLAN_PREFIX, ActionHead,
                                                  allowed_mask, encode_text, free_text_mask, median_index)
 from rt2_ros.policy.profiles import ActionSetup, resolve_action_setup
@@ -64,6 +66,79 @@ SELECTIONS = ("rows", "mask", "none")
 # Case-insensitive: a lower-casing tokenizer decodes the marker as "action :".
 _ACTION_MARKER_PATTERN = re.compile(re.escape(ACTION_MARKER[:-1]) + r"\s*:", re.IGNORECASE)
 _MAX_QUESTION_CHARS = 2000
+_LOG = logging.getLogger(__name__)
+
+# What a plan row's script (TransformersPolicy._free_plan / _layout_plan) asks for at a step:
+# ("choose", mask) - the model picks a token among the mask's ids, which is sent back in; then
+# ("feed", id) - the token fed this step (the choice, or one the decoder writes itself).
+_Instruction = tuple[str, Any]
+_PlanScript = Generator[_Instruction, "int | None", str]
+
+
+@dataclass(frozen=True)
+class _PlanVocabulary:
+    """The token ids layout decoding needs: each fixed plan word's, each integer's, and the masks
+    of what the model may choose for a name word or a field's number."""
+
+    word_ids: dict[str, int]
+    number_ids: list[int]              # number_ids[v]: the token of the integer v
+    value_of: dict[int, int]           # token id -> integer
+    number_masks: dict[int, torch.Tensor]   # values -> mask of the integers 0..values-1
+    name_mask: torch.Tensor            # words an object's name may use
+    name_or_number_mask: torch.Tensor  # a further name word, or the object's first number
+
+    def word_of(self, tokenizer: Any, token: int) -> str:
+        """The text of one name token."""
+        return tokenizer.decode([token], skip_special_tokens=True).strip()
+
+
+def _plan_vocabulary(tokenizer: Any, kind: str, width: int, free_mask: torch.Tensor,
+                     reserved: Sequence[int]) -> tuple[_PlanVocabulary | None, str]:
+    """The vocabulary for layout decoding of plan ``kind``, or None and why it cannot be had.
+
+    Layout decoding writes a field's word and the model's numbers as single
+    tokens, so the tokenizer must have one token per plan word and per integer
+    0..255 (rt2-ros train --from-scratch's word tokenizer does; subword
+    tokenizers that split "173" into digits do not).
+    """
+    if not kind:
+        return None, 'a checkpoint that names its plan kind (rt2_ros.json "plan")'
+    layout = plan_layout(kind)
+
+    def single(text: str) -> int | None:
+        ids = encode_text(tokenizer, " " + text)
+        return ids[0] if len(ids) == 1 and 0 <= ids[0] < width else None
+
+    words = {f.name for f in layout if f.name != "object"}
+    word_ids = {word: single(word) for word in sorted(words)}
+    missing = [word for word, token in word_ids.items() if token is None]
+    if missing:
+        return None, f"one token per plan word; this tokenizer splits {missing[0]!r}"
+    number_ids = [single(str(v)) for v in range(POINT_BINS)]
+    split = next((v for v, token in enumerate(number_ids) if token is None), None)
+    if split is not None or len(set(number_ids)) != POINT_BINS:
+        return None, f"one token per integer 0..{POINT_BINS - 1}; this tokenizer splits {split!r}"
+    device = free_mask.device
+    masks: dict[int, torch.Tensor] = {}
+    for values in sorted({f.values for f in layout}):
+        mask = torch.zeros(width, dtype=torch.bool, device=device)
+        mask[torch.as_tensor(number_ids[:values], device=device)] = True
+        masks[values] = mask
+    # A name is made of words: tokens of letters only (subword markers aside), none of the layout's.
+    name = torch.zeros(width, dtype=torch.bool, device=device)
+    lettered = [i for i, token in enumerate(tokenizer.convert_ids_to_tokens(range(min(len(tokenizer), width))))
+                if isinstance(token, str) and token.lstrip("\u0120\u2581").isalpha()]
+    if lettered:
+        name[torch.as_tensor(lettered, device=device)] = True
+    name &= free_mask
+    blocked = [*number_ids, *word_ids.values(), *reserved]
+    if tokenizer.eos_token_id is not None:
+        blocked.append(tokenizer.eos_token_id)
+    name[torch.as_tensor([i for i in blocked if 0 <= i < width], device=device)] = False
+    if any(f.name == "object" for f in layout) and not bool(name.any()):
+        return None, "word tokens (letters only) to name the object with"
+    return _PlanVocabulary(word_ids, number_ids, {token: v for v, token in enumerate(number_ids)}, masks,
+                           name, name | masks[POINT_BINS]), ""
 
 
 @dataclass
@@ -137,19 +212,31 @@ class TransformersPolicy(Policy):
     ``decoding``: ``greedy`` (the argmax of each position's allowed logits) or
     ``median`` (continuous dims take the median bin of their distribution; see
     :mod:`rt2_ros.policy.constrained_decoding`).
+
+    ``plan_decoding`` (:data:`~rt2_ros.policy.config.PLAN_DECODINGS`): with
+    ``layout`` the decoder writes the plan kind's words itself and the model
+    only the object's name and the numbers, each among its field's values
+    (a small model's free plan sometimes drops a word, and the action then
+    reads the wrong numbers: docs/training.md section 6, item 16); ``free``
+    lets the model write the whole plan; ``auto`` (the default) is layout
+    where the checkpoint names its plan kind and its tokenizer allows it.
+    ``plan_decoding`` afterwards says which one runs.
     """
 
     name = "transformers"
 
     def __init__(self, model: Any, processor: Any, setup: ActionSetup, *,
                  chain_of_thought: bool = False, max_plan_tokens: int = 32,
-                 selection: str = "rows", decoding: str = "greedy", warmup: bool = True) -> None:
+                 selection: str = "rows", decoding: str = "greedy", plan_decoding: str = "auto",
+                 warmup: bool = True) -> None:
         if selection not in SELECTIONS:
             raise PolicyError(f"selection: expected one of {', '.join(SELECTIONS)}, got {selection!r}")
         if decoding not in DECODINGS:
             raise PolicyError(f"decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
         if max_plan_tokens < 1:
             raise PolicyError(f"max_plan_tokens: expected an integer >= 1, got {max_plan_tokens!r}")
+        if plan_decoding not in PLAN_DECODINGS:
+            raise PolicyError(f"plan_decoding: expected one of {', '.join(PLAN_DECODINGS)}, got {plan_decoding!r}")
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -204,6 +291,19 @@ class TransformersPolicy(Policy):
         # The hand-state words the plan writes: given a HandState, the decoder writes them from it.
         self._hand_words = ({f.name for f in plan_layout(self.plan_kind)} & set(HAND_WORDS)
                             if self.plan_kind else set())
+        self._layout: _PlanVocabulary | None = None
+        self.plan_decoding = "free"
+        if self.chain_of_thought and plan_decoding != "free":
+            self._layout, needs = _plan_vocabulary(self.tokenizer, self.plan_kind, self.logits_width,
+                                                   self._free_mask,
+                                                   [*self._plan_prefix_ids, *self._action_prefix_ids])
+            if self._layout is not None:
+                self.plan_decoding = "layout"
+            elif plan_decoding == "layout":
+                raise PolicyError(f"plan_decoding: 'layout' needs {needs}; use plan_decoding 'free'")
+            else:
+                _LOG.info("plan_decoding auto: the model writes its plan freely (layout decoding needs %s)",
+                          needs)
         if warmup:
             self.act(np.zeros((64, 64, 3), dtype=np.uint8), "warm up")
 
@@ -214,7 +314,8 @@ class TransformersPolicy(Policy):
                         device: str = "auto", dtype: str = "auto", quantization: str = "none",
                         attn_implementation: str = "", trust_remote_code: bool = False,
                         unnorm_key: str = "", chain_of_thought: bool = False, max_plan_tokens: int = 32,
-                        decoding: str = "greedy", warmup: bool = True) -> "TransformersPolicy":
+                        decoding: str = "greedy", plan_decoding: str = "auto",
+                        warmup: bool = True) -> "TransformersPolicy":
         """Load a checkpoint directory; every failure is a PolicyError naming the path."""
         path = Path(checkpoint_dir).expanduser()
         where = f"checkpoint {str(path)!r}"
@@ -254,7 +355,8 @@ class TransformersPolicy(Policy):
                               f"but the model only has {width} output logits")
         # A checkpoint trained to plan first (rt2_ros.json) is only right when asked to plan.
         return cls(model, processor, setup, chain_of_thought=chain_of_thought or setup.chain_of_thought,
-                   max_plan_tokens=max_plan_tokens, decoding=decoding, warmup=warmup)
+                   max_plan_tokens=max_plan_tokens, decoding=decoding, plan_decoding=plan_decoding,
+                   warmup=warmup)
 
     @classmethod
     def from_config(cls, cfg: PolicyConfig) -> "TransformersPolicy":
@@ -266,7 +368,8 @@ class TransformersPolicy(Policy):
                                    attn_implementation=cfg.attn_implementation,
                                    trust_remote_code=cfg.trust_remote_code, unnorm_key=cfg.unnorm_key,
                                    chain_of_thought=cfg.chain_of_thought,
-                                   max_plan_tokens=cfg.max_plan_tokens, decoding=cfg.decoding)
+                                   max_plan_tokens=cfg.max_plan_tokens, decoding=cfg.decoding,
+                                   plan_decoding=cfg.plan_decoding)
 
     # ----------------------------------------------------------- what clients need
 
@@ -454,6 +557,10 @@ class TransformersPolicy(Policy):
             logits = logits.masked_fill(~self._allowed_mask[position], float("-inf"))
         return logits.argmax(dim=-1)
 
+    def _plan_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The logits a plan token is chosen from (a seam for tests that script the model's choices)."""
+        return self._full_logits(hidden)
+
     def _free_token(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._full_logits(hidden).masked_fill(~self._free_mask, float("-inf")).argmax(dim=-1)
 
@@ -496,71 +603,46 @@ class TransformersPolicy(Policy):
     def _decode_with_plan(self, hidden: torch.Tensor, cache: Any, mask: torch.Tensor,
                           position: torch.Tensor, selection: str, hands: Sequence[dict[str, int] | None]
                           ) -> tuple[list[list[int]], list[str], float]:
-        """Chain of thought for a batch: free plan text, `` Action:``, then constrained tokens.
+        """Chain of thought for a batch: the plan, `` Action:``, then constrained tokens.
 
-        Each row moves through ``plan -> marker -> action -> done`` on its
-        own, yet every step is one forward pass feeding one token per row
-        (finished rows feed padding that nothing attends to).  The plan ends
-        when its text contains ``Action:``; at end-of-sequence or after
-        ``max_plan_tokens`` tokens `` Action:`` is forced.  When the
-        checkpoint's plan kind has derived fields, a row that has just
-        written such a field's word is fed the numbers computed from its plan
-        so far (:func:`~rt2_ros.action_language.plans.derived_numbers`), then
-        writes on freely; likewise a row with a hand state (``hands[r]``: the
-        numbers by hand word) that has just written ``height`` or ``closed``
-        is fed the robot's own number.
+        Each row runs its own plan script (:meth:`_free_plan` or
+        :meth:`_layout_plan`, by ``plan_decoding``) and then the action, yet
+        every step is one forward pass feeding one token per row (finished
+        rows feed padding that nothing attends to).  ``hands[r]``: the
+        robot's hand numbers by hand word, which the decoder writes after
+        ``height`` / ``closed`` instead of the model.
         """
         rows = hidden.shape[0]
         num_tokens = self.embodiment.num_tokens
+        scripts: list[_PlanScript] = [self._layout_plan(hand) if self._layout is not None
+                                      else self._free_plan(hand) for hand in hands]
         phase = ["plan"] * rows
-        plan_ids: list[list[int]] = [[] for _ in range(rows)]
-        plan_text = [""] * rows
-        queue: list[list[int]] = [[] for _ in range(rows)]
+        plans = [""] * rows
         action_ids: list[list[int]] = [[] for _ in range(rows)]
         prefilled = None
         while True:
-            current = list(phase)  # decisions below use the phase each row entered the step with
             feed = [self._pad_id] * rows
-            plan_rows = [r for r in range(rows) if current[r] == "plan"]
-            free = self._free_token(hidden[plan_rows]).tolist() if plan_rows else []
-            for r, token in zip(plan_rows, free):
-                if token == self._eos_id:  # the model ended its plan without the marker
-                    queue[r] = list(self._action_prefix_ids)
-                    feed[r] = queue[r].pop(0)
-                    phase[r] = "marker" if queue[r] else "action"
-                    continue
-                plan_ids[r].append(token)
-                feed[r] = token
-                text = self.tokenizer.decode(plan_ids[r], skip_special_tokens=True)
-                found = _ACTION_MARKER_PATTERN.search(text)
-                plan_text[r] = text[:found.start()] if found else text
-                derived = (derived_numbers(self.plan_kind, plan_text[r])
-                           if self._derives and not found else None)
-                if derived is None and hands[r] and not found:
-                    last = plan_text[r].split()[-1:]
-                    if last and last[0] in hands[r]:
-                        derived = [hands[r][last[0]]]
-                if found:
-                    phase[r] = "action"
-                elif len(plan_ids[r]) >= self.max_plan_tokens:
-                    queue[r] = list(self._action_prefix_ids)
-                    phase[r] = "marker"
-                elif derived is not None:
-                    queue[r] = encode_text(self.tokenizer, " " + " ".join(str(n) for n in derived))
-                    phase[r] = "derived" if queue[r] else "plan"
+            asks: dict[int, torch.Tensor] = {}
             for r in range(rows):
-                if current[r] == "marker":
-                    feed[r] = queue[r].pop(0)
-                    if not queue[r]:
-                        phase[r] = "action"
-                elif current[r] == "derived":
-                    feed[r] = queue[r].pop(0)
-                    plan_ids[r].append(feed[r])
-                    if not queue[r]:
-                        # The plan so far includes the forced numbers (the model may end it next).
-                        plan_text[r] = self.tokenizer.decode(plan_ids[r], skip_special_tokens=True)
-                        phase[r] = "plan"
-            action_rows = [r for r in range(rows) if current[r] == "action"]
+                if phase[r] != "plan":
+                    continue
+                try:
+                    kind, value = scripts[r].send(None)
+                except StopIteration as stop:  # the marker is in: the action starts at this position
+                    plans[r], phase[r] = " ".join(str(stop.value).split()), "action"
+                    continue
+                if kind == "choose":
+                    asks[r] = value
+                else:
+                    feed[r] = value
+            if asks:
+                chosen = asks.keys()
+                logits = self._plan_logits(hidden[list(chosen)])
+                allowed = torch.stack(list(asks.values()))
+                for r, token in zip(chosen, logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1).tolist()):
+                    kind, value = scripts[r].send(token)
+                    feed[r] = value   # ("feed", id): the choice, or the marker after an end-of-sequence
+            action_rows = [r for r in range(rows) if phase[r] == "action"]
             for p in sorted({len(action_ids[r]) for r in action_rows}):
                 group = [r for r in action_rows if len(action_ids[r]) == p]
                 for r, token in zip(group, self._select(hidden[group], p, selection).tolist()):
@@ -577,8 +659,84 @@ class TransformersPolicy(Policy):
             attend = torch.as_tensor([p != "done" for p in phase], device=self.device)
             hidden, cache, mask, position = self._step(
                 torch.as_tensor(feed, device=self.device), cache, mask, position, attend)
-        plans = [" ".join(text.split()) for text in plan_text]
         return action_ids, plans, prefilled
+
+    def _free_plan(self, hand: dict[str, int] | None) -> _PlanScript:
+        """The model writes the plan: free text until it writes ``Action:`` (or, at end-of-sequence or
+        after ``max_plan_tokens`` tokens, the decoder writes `` Action:``).  A row that has just
+        written a derived field's word is fed the numbers computed from its plan so far
+        (:func:`~rt2_ros.action_language.plans.derived_numbers`), likewise ``height`` / ``closed``
+        with ``hand``; then it writes on freely.  Returns the plan's text."""
+        ids: list[int] = []
+        text = ""
+        while True:
+            token = yield ("choose", self._free_mask)
+            if token == self._eos_id:  # the model ended its plan without the marker
+                break
+            yield ("feed", token)
+            ids.append(token)
+            decoded = self.tokenizer.decode(ids, skip_special_tokens=True)
+            found = _ACTION_MARKER_PATTERN.search(decoded)
+            text = decoded[:found.start()] if found else decoded
+            if found:
+                return text
+            if len(ids) >= self.max_plan_tokens:
+                break
+            derived = derived_numbers(self.plan_kind, text) if self._derives else None
+            if derived is None and hand:
+                last = text.split()[-1:]
+                if last and last[0] in hand:
+                    derived = [hand[last[0]]]
+            if derived is not None:
+                for forced in encode_text(self.tokenizer, " " + " ".join(str(n) for n in derived)):
+                    yield ("feed", forced)
+                    ids.append(forced)
+                # The plan so far includes the forced numbers (the model may end it next).
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for marker in self._action_prefix_ids:
+            yield ("feed", marker)
+        return text
+
+    def _layout_plan(self, hand: dict[str, int] | None) -> _PlanScript:
+        """The plan kind's layout, field by field: the decoder writes each word (the model names the
+        object, 1..MAX_NAME_WORDS words), the model each number among its field's values, except
+        a derived field's (computed from the numbers before it) and, with ``hand``, the hand's;
+        then `` Action:``.  Returns the plan's text."""
+        vocabulary = self._layout
+        assert vocabulary is not None
+        words: list[str] = []
+        for field in plan_layout(self.plan_kind):
+            numbers: list[int] = []
+            if field.name == "object":
+                allowed, named = vocabulary.name_mask, 0
+                while not numbers:
+                    token = yield ("choose", allowed)
+                    yield ("feed", token)
+                    if token in vocabulary.value_of:   # the name is done: this is its first number
+                        numbers.append(vocabulary.value_of[token])
+                    else:
+                        words.append(vocabulary.word_of(self.tokenizer, token))
+                        named += 1
+                        allowed = (vocabulary.name_or_number_mask if named < MAX_NAME_WORDS
+                                   else vocabulary.number_masks[POINT_BINS])
+            else:
+                yield ("feed", vocabulary.word_ids[field.name])
+                words.append(field.name)
+            forced = (derived_numbers(self.plan_kind, words) if field.derived
+                      else [hand[field.name]] if hand and field.name in hand else None)
+            while len(numbers) < field.numbers:
+                if forced is not None:
+                    value = forced[len(numbers)]
+                    yield ("feed", vocabulary.number_ids[value])
+                else:
+                    token = yield ("choose", vocabulary.number_masks[field.values])
+                    yield ("feed", token)
+                    value = vocabulary.value_of[token]
+                numbers.append(value)
+            words.extend(str(n) for n in numbers)
+        for marker in self._action_prefix_ids:
+            yield ("feed", marker)
+        return " ".join(words)
 
     @torch.inference_mode()
     def _answer(self, image: np.ndarray, text: str, max_new_tokens: int) -> Answer:
