@@ -32,6 +32,7 @@ def test_eval_with_the_expert_prints_a_table_and_writes_json(tmp_path):
     assert done.stderr.count("rt2-ros eval: [") == 8
     data = json.loads(out.read_text())
     assert data["privileged"] is True and data["backend"] == "expert" and data["training_data"] is None
+    assert data["decoding"] is None and data["plan_decoding"] is None
     assert data["table"]["overall"]["all"] == {"episodes": 8, "successes": 8, "success_rate": 1.0}
     episodes = data["episodes"]
     assert [(e["kind"], e["seed"]) for e in episodes[:2]] == [("pick", 0), ("pick", 1)]
@@ -145,6 +146,8 @@ def test_eval_runs_a_learned_backend_on_rendered_images(tiny_paligemma_dir, tmp_
     assert "rt2-ros eval: 2 torch intra-op thread(s)" in done.stderr
     data = json.loads(out.read_text())
     assert data["privileged"] is False and data["backend"] == "transformers"
+    # How it decoded: greedy; it does not plan, so no plan decoding.
+    assert data["decoding"] == "greedy" and data["plan_decoding"] is None
     episode = data["episodes"][0]
     # A random tiny model: it acts on the camera images (constrained decoding keeps its actions
     # legal; it may say terminate at once), it does not solve the task.

@@ -129,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             policy.close()
     data = report.to_json()
+    # How the model's tokens were chosen, as resolved by the backend (plan_decoding "auto" becomes
+    # "layout" or "free"); None for backends that do not decode.
+    data["decoding"] = args.decoding if args.backend == "transformers" else None
+    data["plan_decoding"] = getattr(policy, "plan_decoding", None) if getattr(policy, "chain_of_thought",
+                                                                            False) else None
     if args.json == "-":
         from rt2_ros.cli import print_json
 
