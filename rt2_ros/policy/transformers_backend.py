@@ -33,6 +33,7 @@ behaviour).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import threading
@@ -189,6 +190,21 @@ def _sync(device: torch.device) -> None:
     # Stage timings on a GPU are only real once its queue has drained.
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+_CACHE_KEYWORD: list[str] = []
+
+
+def _cache_keyword() -> str:
+    """The keyword transformers' generation input preparation takes the KV cache by: ``cache``
+    since transformers 5.2x (``past_key_values`` is deprecated there, removed in 5.40), before
+    that ``past_key_values``."""
+    if not _CACHE_KEYWORD:
+        from transformers.generation.utils import GenerationMixin
+
+        parameters = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+        _CACHE_KEYWORD.append("cache" if "cache" in parameters else "past_key_values")
+    return _CACHE_KEYWORD[0]
 
 
 def _to_pil(image: np.ndarray) -> Any:
@@ -517,12 +533,13 @@ class TransformersPolicy(Policy):
         # prepare_inputs_for_generation applies the model's own input quirks
         # (PaliGemma's 1-based positions, dropping pixels after prefill).
         model_inputs = self.model.prepare_inputs_for_generation(
-            past_key_values=cache, use_cache=True, is_first_iteration=first, **inputs)
+            **{_cache_keyword(): cache}, use_cache=True, is_first_iteration=first, **inputs)
         try:
             out = self._body(**model_inputs)
         except RuntimeError as exc:
             raise PolicyError(f"model forward failed: {_first_line(exc)}") from None
-        return out.last_hidden_state[:, -1, :], out.past_key_values
+        new_cache = getattr(out, "cache", None)
+        return out.last_hidden_state[:, -1, :], out.past_key_values if new_cache is None else new_cache
 
     def _prefill(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any, torch.Tensor,
                                                                  torch.Tensor]:
