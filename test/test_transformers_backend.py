@@ -293,7 +293,7 @@ def test_layout_decoding_writes_the_plan_kinds_words_and_leaves_the_model_the_na
     a field's word itself is not followed."""
     import dataclasses
 
-    from rt2_ros.action_language.plans import offset_numbers, plan_layout
+    from rt2_ros.action_language.plans import offset_numbers, parse_plan, plan_layout
     from rt2_ros.policy.base import HandState
     from rt2_ros.policy.profiles import resolve_action_setup
     from rt2_ros.training.from_scratch import build_scratch_vlm
@@ -305,18 +305,9 @@ def test_layout_decoding_writes_the_plan_kinds_words_and_leaves_the_model_the_na
     layout = plan_layout(kind)
 
     def fields_of(plan: str) -> dict[str, list[int]]:
-        words, found = plan.split(), {}
-        for field in layout:
-            if field.name == "object":
-                name = []
-                while not words[0].isdigit():
-                    name.append(words.pop(0))
-                assert 1 <= len(name) <= 4, plan
-            else:
-                assert words.pop(0) == field.name, plan
-            found[field.name] = [int(words.pop(0)) for _ in range(field.numbers)]
-            assert all(0 <= n < field.values for n in found[field.name]), plan
-        assert not words, plan
+        # Every word in place, a name of 1-4 words, each number in its field's range, nothing after.
+        found = parse_plan(kind, plan)
+        assert found is not None, plan
         return found
 
     images = random_images(3, seed=9)

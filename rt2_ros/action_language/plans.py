@@ -29,8 +29,8 @@ from typing import Iterable, Sequence
 
 from rt2_ros.errors import ConfigError
 
-__all__ = ["POINT_BINS", "HAND_WORDS", "MAX_NAME_WORDS", "PlanField", "PLAN_LAYOUTS", "PLAN_KINDS", "point_bin", "plan_layout",
-           "plan_number_labels", "offset_numbers", "derived_numbers", "hand_numbers", "parse_plan"]
+__all__ = ["POINT_BINS", "HAND_WORDS", "MAX_NAME_WORDS", "PlanField", "PLAN_LAYOUTS", "PLAN_KINDS", "point_bin",
+           "plan_layout", "plan_number_labels", "offset_numbers", "derived_numbers", "hand_numbers", "parse_plan"]
 
 #: Image points as text: column and row in 256ths of the width and height (the simulator's
 #: "where is the X?" answers and the plans).

@@ -42,6 +42,12 @@ THREADS_HELP = ("torch intra-op threads of the learned policy (default 0: torch'
                 "two cores: two two-thread evaluations there took 23x longer per episode than two "
                 "one-thread ones")
 
+#: --plan-decoding help, shared by the commands that load a planning checkpoint.
+PLAN_DECODING_HELP = ("how a planning checkpoint writes its plan: layout (the decoder writes the plan kind's "
+                      "words, the model the object's name and the numbers), free (the model writes all of "
+                      "it) or auto (layout where the checkpoint names its plan kind and its tokenizer has "
+                      "one token per word and per integer; default)")
+
 
 def set_torch_threads(command: str, threads: int, learned_policy: bool) -> None:
     """Apply a command's ``--threads`` when it runs a ``learned_policy`` (0 leaves torch's default);

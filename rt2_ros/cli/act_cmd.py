@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rt2_ros.cli import PLAN_DECODING_HELP
 from rt2_ros.errors import ConfigError, Rt2RosError
 from rt2_ros.policy.config import DECODINGS, PLAN_DECODINGS
 
@@ -65,7 +66,7 @@ def _add_policy_options(parser: argparse.ArgumentParser, *, actions: bool) -> No
                             help="transformers: greedy (argmax of each action token) or median "
                                  "(continuous dims take the median bin of the model's distribution)")
         parser.add_argument("--plan-decoding", default="auto", choices=PLAN_DECODINGS,
-                            help="transformers: how a planning checkpoint writes its plan: layout (the decoder writes the plan kind's words, the model the object's name and the numbers), free (the model writes all of it) or auto (layout where the checkpoint names its plan kind and its tokenizer has one token per word and per integer; default)")
+                            help="transformers: " + PLAN_DECODING_HELP)
         parser.add_argument("--actions", default="",
                             help="scripted: file of action strings, one per line")
 

@@ -21,7 +21,7 @@ import json
 import sys
 from typing import Any
 
-from rt2_ros.cli import THREADS_HELP, set_torch_threads
+from rt2_ros.cli import PLAN_DECODING_HELP, THREADS_HELP, set_torch_threads
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.config import DECODINGS, PLAN_DECODINGS
 
@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
                    help="transformers: how each action token is chosen: greedy (argmax) or median "
                         "(continuous dims take the median bin of the model's distribution)")
     p.add_argument("--plan-decoding", default="auto", choices=PLAN_DECODINGS,
-                   help="transformers: how a planning checkpoint writes its plan: layout (the decoder writes the plan kind's words, the model the object's name and the numbers), free (the model writes all of it) or auto (layout where the checkpoint names its plan kind and its tokenizer has one token per word and per integer; default)")
+                   help="transformers: " + PLAN_DECODING_HELP)
     p.add_argument("--hand-state", action="store_true",
                    help="give the policy the simulated hand's height and last gripper command each step; "
                         "a checkpoint whose plan writes the hand's state then writes these numbers instead "

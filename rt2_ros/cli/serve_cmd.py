@@ -19,7 +19,7 @@ import socket
 import sys
 from typing import Any
 
-from rt2_ros.cli import THREADS_HELP
+from rt2_ros.cli import PLAN_DECODING_HELP, THREADS_HELP
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.config import DECODINGS, PLAN_DECODINGS
 
@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
                        help="greedy (argmax of each action token) or median (continuous dims take the "
                             "median bin of the model's distribution)")
     model.add_argument("--plan-decoding", default="auto", choices=PLAN_DECODINGS,
-                       help="how a planning checkpoint writes its plan: layout (the decoder writes the plan kind's words, the model the object's name and the numbers), free (the model writes all of it) or auto (layout where the checkpoint names its plan kind and its tokenizer has one token per word and per integer; default)")
+                       help=PLAN_DECODING_HELP)
     limits = p.add_argument_group("batching and limits")
     limits.add_argument("--max-batch", type=int, default=8,
                         help="robots decoded in one forward pass (default 8)")

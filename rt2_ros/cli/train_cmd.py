@@ -19,7 +19,7 @@ import json
 import sys
 from typing import Any
 
-from rt2_ros.cli import THREADS_HELP, set_torch_threads
+from rt2_ros.cli import PLAN_DECODING_HELP, THREADS_HELP, set_torch_threads
 from rt2_ros.errors import ConfigError
 from rt2_ros.policy.config import DECODINGS, PLAN_DECODINGS
 from rt2_ros.training.episodes import PLAN_KINDS
@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
     dagger.add_argument("--decoding", default="greedy", choices=DECODINGS,
                         help="how the model chooses its action tokens (default: greedy)")
     dagger.add_argument("--plan-decoding", default="auto", choices=PLAN_DECODINGS,
-                        help="how a planning checkpoint writes its plan: layout (the decoder writes the plan kind's words, the model the object's name and the numbers), free (the model writes all of it) or auto (layout where the checkpoint names its plan kind and its tokenizer has one token per word and per integer; default)")
+                        help=PLAN_DECODING_HELP)
     dagger.add_argument("--hand-state", action="store_true",
                         help="give the model the hand's height and last gripper command each step, as "
                              "rt2-ros eval --hand-state does (a hand-planning checkpoint then writes them "

@@ -33,6 +33,7 @@ behaviour).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
@@ -87,10 +88,6 @@ class _PlanVocabulary:
     number_masks: dict[int, torch.Tensor]   # values -> mask of the integers 0..values-1
     name_mask: torch.Tensor            # words an object's name may use
     name_or_number_mask: torch.Tensor  # a further name word, or the object's first number
-
-    def word_of(self, tokenizer: Any, token: int) -> str:
-        """The text of one name token."""
-        return tokenizer.decode([token], skip_special_tokens=True).strip()
 
 
 def _plan_vocabulary(tokenizer: Any, kind: str, width: int, free_mask: torch.Tensor,
@@ -192,19 +189,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-_CACHE_KEYWORD: list[str] = []
-
-
+@functools.cache
 def _cache_keyword() -> str:
     """The keyword transformers' generation input preparation takes the KV cache by: ``cache``
     since transformers 5.2x (``past_key_values`` is deprecated there, removed in 5.40), before
     that ``past_key_values``."""
-    if not _CACHE_KEYWORD:
-        from transformers.generation.utils import GenerationMixin
+    from transformers.generation.utils import GenerationMixin
 
-        parameters = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
-        _CACHE_KEYWORD.append("cache" if "cache" in parameters else "past_key_values")
-    return _CACHE_KEYWORD[0]
+    parameters = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _to_pil(image: np.ndarray) -> Any:
@@ -252,7 +245,8 @@ class TransformersPolicy(Policy):
         if max_plan_tokens < 1:
             raise PolicyError(f"max_plan_tokens: expected an integer >= 1, got {max_plan_tokens!r}")
         if plan_decoding not in PLAN_DECODINGS:
-            raise PolicyError(f"plan_decoding: expected one of {', '.join(PLAN_DECODINGS)}, got {plan_decoding!r}")
+            raise PolicyError(f"plan_decoding: expected one of {', '.join(PLAN_DECODINGS)}, "
+                              f"got {plan_decoding!r}")
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -653,10 +647,10 @@ class TransformersPolicy(Policy):
                 else:
                     feed[r] = value
             if asks:
-                chosen = asks.keys()
-                logits = self._plan_logits(hidden[list(chosen)])
-                allowed = torch.stack(list(asks.values()))
-                for r, token in zip(chosen, logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1).tolist()):
+                chosen = list(asks)
+                logits = self._plan_logits(hidden[chosen]).masked_fill(~torch.stack(list(asks.values())),
+                                                                      float("-inf"))
+                for r, token in zip(chosen, logits.argmax(dim=-1).tolist()):
                     kind, value = scripts[r].send(token)
                     feed[r] = value   # ("feed", id): the choice, or the marker after an end-of-sequence
             action_rows = [r for r in range(rows) if phase[r] == "action"]
@@ -732,7 +726,7 @@ class TransformersPolicy(Policy):
                     if token in vocabulary.value_of:   # the name is done: this is its first number
                         numbers.append(vocabulary.value_of[token])
                     else:
-                        words.append(vocabulary.word_of(self.tokenizer, token))
+                        words.append(self.tokenizer.decode([token], skip_special_tokens=True).strip())
                         named += 1
                         allowed = (vocabulary.name_or_number_mask if named < MAX_NAME_WORDS
                                    else vocabulary.number_masks[POINT_BINS])
