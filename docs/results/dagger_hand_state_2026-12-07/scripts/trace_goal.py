@@ -1,4 +1,9 @@
-"""trace with the expert's goal alongside (DAgger-style labels) for one seeded episode"""
+"""Step through one seeded episode with a checkpoint driving (no forcing), the policy given the
+hand's state as `rt2-ros eval --hand-state` gives it, and print per step: the scripted expert's
+phase, the true image points (256ths) of the hand and of the expert's goal, the plan the model
+writes, its action tokens, the action the expert would command there (its DAgger label) and the
+hand's height in cm.
+Usage: trace_goal.py MODEL TASK SEED STEPS"""
 import sys
 import numpy as np
 from rt2_ros.policy.base import HandState
