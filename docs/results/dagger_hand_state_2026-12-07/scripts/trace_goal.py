@@ -30,6 +30,6 @@ with TabletopSim(0, task=None, config=SimConfig(image_size=(224, 224), shadows=T
         pts = sim.project_points([ee, goal if goal is not None else ee], "head", (224, 224))
         true = [[int(v / 224 * 256) for v in p] for p in pts]
         print(t, expert.phase, "true hand/goal", true, "plan", out.plan, "| tok", out.tokens,
-              "| expert", {k: (np.round(v, 3) if not isinstance(v, (bool, float)) else round(float(v), 3)) for k, v in ex.items()} ,
-              "z", round(float(ee[2]) * 100, 1), "succ", sim.success() if hasattr(sim, 'success') else None)
+              "| expert", {k: round(float(v), 3) for k, v in ex.items()},
+              "z", round(float(ee[2]) * 100, 1), "succ", sim.success())
         sim.apply_action(out.action, 5.0)
