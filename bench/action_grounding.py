@@ -68,20 +68,25 @@ def _short(label: str) -> str:
 
 def _examples(episodes: list, embodiment, stride: int, plan: str):
     from rt2_ros.training.collate import Example
-    from rt2_ros.training.episodes import plan_number_points, plan_point_names, sample_plan
+    from rt2_ros.errors import ConfigError
+    from rt2_ros.training.episodes import plan_number_points, plan_point_names, sample_plan, sample_points
 
     names = plan_point_names(plan)
     reads = plan_number_points(plan)
     first, strided = [], []
     for episode in episodes:
         for index, step in enumerate(episode.steps):
-            if step.points is None or any(n not in step.points for n in names):
+            try:
+                named = sample_points(plan, step.points or {}, episode.info.objects, step.gripper_command)
+            except ConfigError as exc:
+                raise SystemExit(f"{episode.path}: {exc}") from None
+            if any(n not in named for n in names):
                 raise SystemExit(f"{episode.path}: steps without the grounding points {', '.join(names)}; "
                                  f"collect with this version of rt2-ros collect")
             text = sample_plan(plan, step.points, episode.info.objects, step.height, step.gripper_command)
             example = Example("robot", step.image, step.instruction,
                               tokens=embodiment.encode({n: step.action[n] for n in embodiment.names}),
-                              points=tuple(step.points[n] for n in names), plan=text,
+                              points=tuple(named[n] for n in names), plan=text,
                               number_points=reads)
             if index == 0:
                 first.append(example)

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--stride: expected an integer >= 1, got {args.stride}")
 
     from rt2_ros.action_language.plans import parse_plan, plan_number_labels
+    from rt2_ros.errors import ConfigError
     from rt2_ros.policy.base import HandState
     from rt2_ros.policy.transformers_backend import TransformersPolicy
     from rt2_ros.training.episodes import find_episodes, read_episode, sample_plan
@@ -75,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     count = 0
     for episode in episodes:
         for step in episode.steps[::args.stride]:
-            truth = sample_plan(kind, step.points or {}, episode.info.objects, step.height, step.gripper_command)
+            try:
+                truth = sample_plan(kind, step.points or {}, episode.info.objects, step.height, step.gripper_command)
+            except ConfigError as exc:
+                raise SystemExit(f"{episode.path}: {exc}") from None
             wanted = parse_plan(kind, truth or "")
             if wanted is None:
                 raise SystemExit(f"{episode.path}: steps without the grounding points plan {kind!r} needs; "

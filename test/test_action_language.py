@@ -504,7 +504,7 @@ def test_plan_layouts_say_what_each_number_is_and_which_are_derived():
     from rt2_ros.errors import ConfigError
 
     assert PLAN_KINDS == ("none", "points", "object_points", "object_points_hand", "hand_points_offset",
-                          "hand_under_offset")
+                          "hand_under_offset", "hand_target_offset")
     assert plan_number_labels("object_points_hand") == ("object col", "object row", "goal col", "goal row",
                                                         "gripper col", "gripper row", "height", "closed")
     assert [(f.name, f.offset_of) for f in plan_layout("hand_points_offset") if f.derived] == [
@@ -512,7 +512,10 @@ def test_plan_layouts_say_what_each_number_is_and_which_are_derived():
     assert [(f.name, f.offset_of) for f in plan_layout("hand_under_offset") if f.derived] == [
         ("offset", ("goal", "under"))]
     assert plan_number_labels("hand_under_offset")[-4:] == ("under col", "under row", "offset col", "offset row")
-    assert not any(f.derived for kind in PLAN_KINDS[:-2] for f in plan_layout(kind))
+    assert not any(f.derived for kind in PLAN_KINDS[:-3] for f in plan_layout(kind))
+    # The target plan writes what the under plan does; only where its object's point is read differs.
+    assert plan_number_labels("hand_target_offset") == plan_number_labels("hand_under_offset")
+    assert [f.reads for f in plan_layout("hand_target_offset") if f.name == "object"] == ["target"]
     with pytest.raises(ConfigError, match="plan: expected one of none, points, .*, got 'goal'"):
         plan_layout("goal")
 

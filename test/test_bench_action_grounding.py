@@ -69,7 +69,7 @@ def test_bench_refuses_a_layer_the_model_lacks(grounded_run):
 
 
 @pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand", "hand_points_offset",
-                                  "hand_under_offset"])
+                                  "hand_under_offset", "hand_target_offset"])
 def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, tmp_path, capsys, plan):
     data, _ = grounded_run
     checkpoint = tmp_path / "planning"
@@ -78,14 +78,15 @@ def test_bench_on_a_planning_checkpoint_scores_the_plan_it_writes(grounded_run, 
                       logging_steps=2, seed=0, use_cpu=True, grounding_weight=1.0, plan=plan,
                       cache_dir=str(tmp_path / "cache"), extra={"disable_tqdm": True}), log=lambda message: None)
     with_object = plan != "points"
-    points = (3 if with_object else 2) + ("under" in plan)
+    under = plan in ("hand_under_offset", "hand_target_offset")
+    points = (3 if with_object else 2) + under
     hand = 2 if "hand" in plan else 0
     offset = 2 if plan.endswith("_offset") else 0
     assert _bench_module().main(["--model", str(checkpoint), "--episodes", str(data), "--stride", "3"]) == 0
     out = capsys.readouterr().out
     assert "plan written vs the true one" in out, out
     # The points in the order the plan first reads them.
-    order = (r"gripper patch \S+  object patch \S+  goal patch \S+" + (r"  under patch \S+" if "under" in plan else "")
+    order = (r"gripper patch \S+  (?:object|target) patch \S+  goal patch \S+" + (r"  under patch \S+" if under else "")
              if offset else
              r"(object patch \S+  )?goal patch \S+  gripper patch \S+")
     hits = re.findall(order + "  grounding loss", out)

@@ -326,7 +326,8 @@ def test_points_plans_are_built_from_the_grounding_points():
     with pytest.raises(ConfigError, match="plan: 'points' needs robot samples with the grounding points "
                                           "goal, gripper.*1 of 1 lack goal, gripper$"):
         MixtureDataset(SampleSet("robot", [bare], pixels), None, arm, plan="points")
-    with pytest.raises(ConfigError, match="plan: expected one of none, points, object_points, object_points_hand, hand_points_offset, hand_under_offset, got 'words'"):
+    with pytest.raises(ConfigError, match="plan: expected one of none, points, object_points, object_points_hand, "
+                                          "hand_points_offset, hand_under_offset, hand_target_offset, got 'words'"):
         MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="words")
 
 
@@ -466,6 +467,36 @@ def test_the_under_plan_writes_the_point_under_the_hand_and_measures_the_offset_
     del record["points"]["under"]
     with pytest.raises(ConfigError, match="hand_under_offset.*1 of 1 lack under$"):
         MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="hand_under_offset")
+
+
+def test_the_target_plan_names_the_reference_object_once_the_fingers_close():
+    from rt2_ros.errors import ConfigError
+
+    arm, record, pixels = _hand_sample(gripper_command=0.0)
+    record.update(instruction="move the red cube near the blue sphere", objects=["red cube", "blue sphere"])
+    record["points"].update(under=[0.47, 0.785], reference=[0.8, 0.7])
+    open_item = MixtureDataset(SampleSet("robot", [record], pixels), None, arm, plan="hand_target_offset")[0]
+    # Fingers open: the task's object, as the under plan writes it.
+    assert open_item.plan == ("gripper 128 51 height 31 closed 0 red cube 76 153 goal 25 230 under 120 200 "
+                              "offset 80 143")
+    assert open_item.points == ((0.5, 0.2), (0.3, 0.6), (0.1, 0.9), (0.47, 0.785))
+    assert open_item.number_points == (0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2)
+    # Told to close: where the held object goes, named and pointed at; its numbers read its patch.
+    closed = dict(record, gripper_command=1.0)
+    item = MixtureDataset(SampleSet("robot", [closed], pixels), None, arm, plan="hand_target_offset")[0]
+    assert item.plan == ("gripper 128 51 height 31 closed 1 blue sphere 204 179 goal 25 230 under 120 200 "
+                         "offset 80 143")
+    assert item.points == ((0.5, 0.2), (0.8, 0.7), (0.1, 0.9), (0.47, 0.785))
+    # A task without a reference object keeps pointing at its object, closed or not.
+    single = dict(closed, objects=["red cube"], points={k: v for k, v in record["points"].items() if k != "reference"})
+    assert "closed 1 red cube 76 153 goal" in MixtureDataset(SampleSet("robot", [single], pixels), None, arm,
+                                                             plan="hand_target_offset")[0].plan
+    # Episodes collected before the reference point was recorded cannot say where it is: said at once.
+    lacking = dict(closed, points={k: v for k, v in record["points"].items() if k != "reference"})
+    with pytest.raises(ConfigError, match=r"hand_target_offset.*1 of 2 robot samples cannot say which: points: "
+                                          r"with the fingers closed the target is the reference object "
+                                          r"\('blue sphere'\), whose point this sample lacks"):
+        MixtureDataset(SampleSet("robot", [record, lacking], pixels), None, arm, plan="hand_target_offset")
 
 
 def test_plan_given_items_teach_the_action_to_follow_the_plan(paligemma):

@@ -55,12 +55,14 @@ def test_collect_writes_successful_expert_episodes(collected):
                           "/rt2/grounding/goal": mcap_io.POINT_STAMPED,
                           "/rt2/grounding/gripper": mcap_io.POINT_STAMPED,
                           "/rt2/grounding/object": mcap_io.POINT_STAMPED,
-                          "/rt2/grounding/under": mcap_io.POINT_STAMPED}
+                          "/rt2/grounding/under": mcap_io.POINT_STAMPED,
+                          **({"/rt2/grounding/reference": mcap_io.POINT_STAMPED} if len(info.objects) > 1 else {})}
         # Every step says where the action heads, where the gripper is, where the task's object is
-        # and the point under the gripper at the goal's height; a grasping task's first goal is the
-        # named object, so its pixel shows the object's colour.
+        # and the point under the gripper at the goal's height (and where the reference object is, for
+        # a task with one: test_collect_records_where_the_reference_object_is); a grasping task's first
+        # goal is the named object, so its pixel shows the object's colour.
         assert all(s.points is not None and set(s.points) == {"goal", "gripper", "object", "under"}
-                   for s in episode.steps)
+                   | ({"reference"} if len(info.objects) > 1 else set()) for s in episode.steps)
         # "under" is the tool's (x, y) at GOAL_POINT_HEIGHT through the same camera as the gripper.
         poses = [m.message.pose.position for m in mcap_io.read_messages(bag, ["/ee_pose"])]
         assert len(poses) == len(episode.steps)
@@ -140,7 +142,8 @@ def test_steps_keep_their_points_with_the_goal_and_gripper_and_drop_them_without
     steps = read_episode(tmp_path / "ep", ARM).steps
     assert steps[0].points == {"goal": pytest.approx((0.1, 0.2)), "gripper": pytest.approx((0.3, 0.4))}
     assert steps[1].points is None
-    with pytest.raises(ConfigError, match="points: expected names among goal, gripper, object, under, got 'elbow'"):
+    with pytest.raises(ConfigError, match="points: expected names among goal, gripper, object, under, reference, "
+                                          "got 'elbow'"):
         EpisodeBagWriter(tmp_path / "ep2", ARM).step(
             image=image, stamp_ns=10, instruction="x", tokens=tokens, action=ARM.decode(tokens),
             control_rate_hz=5.0, ee_position=[0.4, 0.0, 0.1], ee_quaternion=[1, 0, 0, 0],
@@ -476,6 +479,30 @@ def test_action_noise_perturbs_only_the_executed_translation():
         assert all(-0.05 <= out[k] <= 0.05 for k in "xyz"), out
     assert any(out["x"] == 0.05 for out in moved), "clipped to the embodiment's bound"
     assert np.std([out["y"] for out in moved]) == pytest.approx(0.02, rel=0.3)
+
+
+def test_collect_records_where_the_reference_object_is(tmp_path):
+    """A task with a reference object ("move the X near the Y") records the reference's image point at
+    every step, on that object (its colour), and the target plan names it once the fingers close."""
+    from rt2_ros.training.collate import MixtureDataset
+    from rt2_ros.training.sim_data import CollectConfig, collect
+
+    collect(tmp_path / "near", CollectConfig(episodes=1, seed=11, image_size=48, max_steps=60, vqa_scenes=0,
+                                             task="move_near"))
+    episode = read_episode(find_episodes(tmp_path / "near")[0], ARM)
+    assert episode.info.task_kind == "move_near" and len(episode.info.objects) == 2 and episode.info.success
+    references = [s.points["reference"] for s in episode.steps]
+    x, y = references[0]
+    color = next(c for c in _COLOR_TESTS if c in episode.info.objects[1])
+    assert _COLOR_TESTS[color](*episode.steps[0].image[int(y * 48), int(x * 48)].astype(int)), episode.info.objects
+    # The expert does not move the reference object.
+    assert all(r == pytest.approx(references[0], abs=0.01) for r in references)
+    samples, _ = robot_samples([tmp_path / "near"], ARM, image_size=48, cache_dir=tmp_path / "cache")
+    plans = [MixtureDataset(samples, None, ARM, plan="hand_target_offset")[i].plan for i in range(len(samples))]
+    named = {" ".join(p.split()[7:9]) for p in plans}
+    closed = [p for p in plans if "closed 1" in p]
+    assert closed and all(episode.info.objects[1] in p for p in closed)
+    assert named == set(episode.info.objects), plans
 
 
 def test_collect_with_action_noise_records_the_experts_clean_actions(tmp_path):

@@ -250,13 +250,15 @@ def test_grounding_weight_teaches_the_answer_to_attend_to_the_point(tmp_path):
 
 
 @pytest.mark.parametrize("plan", ["points", "object_points", "object_points_hand", "hand_points_offset",
-                                  "hand_under_offset"])
+                                  "hand_under_offset", "hand_target_offset"])
 def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, capsys, plan):
-    """--plan points / object_points / object_points_hand / hand_points_offset / hand_under_offset: the
-    checkpoint plans when loaded, writing the points' words and numbers (after the object's name and
-    point with object_points; followed by the hand's height and finger state with object_points_hand; the
-    hand first and the goal's offset from it last with hand_points_offset; with the point under the hand
-    before the offset, measured from it, with hand_under_offset) before a legal action."""
+    """--plan points / object_points / object_points_hand / hand_points_offset / hand_under_offset /
+    hand_target_offset: the checkpoint plans when loaded, writing the points' words and numbers (after
+    the object's name and point with object_points; followed by the hand's height and finger state with
+    object_points_hand; the hand first and the goal's offset from it last with hand_points_offset; with the
+    point under the hand before the offset, measured from it, with hand_under_offset; the same with
+    hand_target_offset, whose target is the task's object here: a push has no reference object) before a
+    legal action."""
     rng = np.random.default_rng(4)
     for e in range(8):
         side = ("left", "right")[e % 2]
@@ -284,7 +286,7 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
         result = policy.act(scene(side, rng), f"push the red cube to the {side}")
         assert ARM.validate_tokens(result.tokens) == result.tokens
         words = result.plan.split()
-        if plan == "hand_under_offset":
+        if plan in ("hand_under_offset", "hand_target_offset"):
             assert len(words) == 20 and words[14] == "under" and words[17] == "offset", result.plan
             # The point under the hand at (128, 179); the offset is measured from it, not the gripper.
             under = [int(w) for w in words[15:17]]
@@ -292,7 +294,7 @@ def test_a_points_plan_is_trained_saved_and_written_before_the_action(tmp_path, 
             written = [int(w) for w in words[12:14]]
             assert (int(words[18]), int(words[19])) == offset_numbers(written, under), result.plan
             words = words[:14]
-        if plan in ("hand_points_offset", "hand_under_offset"):
+        if plan in ("hand_points_offset", "hand_under_offset", "hand_target_offset"):
             if plan == "hand_points_offset":
                 assert len(words) == 17 and words[0] == "gripper" and words[14] == "offset", result.plan
                 # Goal column 64 or 192 and row 128, the gripper at (128, 230): 128 + half the difference.

@@ -285,7 +285,7 @@ def test_a_plans_derived_fields_are_computed_from_what_the_model_wrote(kind, pla
         _parse_metadata({"format": "rt2_ros/1", "plan": "points"}, "ckpt")
 
 
-@pytest.mark.parametrize("kind", ["hand_points_offset", "hand_under_offset", "object_points"])
+@pytest.mark.parametrize("kind", ["hand_points_offset", "hand_under_offset", "hand_target_offset", "object_points"])
 def test_layout_decoding_writes_the_plan_kinds_words_and_leaves_the_model_the_name_and_numbers(kind):
     """plan_decoding 'layout' (what 'auto' picks for a from-scratch checkpoint naming its plan kind):
     even an untrained model's plan has every field's word in place, numbers in range, the derived

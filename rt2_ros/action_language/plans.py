@@ -43,7 +43,8 @@ MAX_NAME_WORDS = 4
 
 @dataclass(frozen=True)
 class PlanField:
-    """One part of a plan: a word (``"object"`` is written as the task object's name), the
+    """One part of a plan: a word (``"object"`` is written as an object's name: the task's, or with
+    ``reads="target"`` the one the hand heads for), the
     integers that follow it, the grounding point whose image patch those integers are read
     from (``rt2-ros train --grounding-weight`` asks the positions predicting them to look there),
     and, for a field the decoder computes from earlier ones (:func:`derived_numbers`), the two
@@ -76,7 +77,10 @@ _HAND_FIELDS = (PlanField("height", 1, "gripper"), PlanField("closed", 1, "gripp
 #: reads its direction from and the decoder computes; or that with the point under the hand at
 #: the goal's height written after the goal, the offset then measured from it ("hand_under_offset":
 #: the offset is then horizontal distance only, where the gripper's own point mixes in its height,
-#: docs/training.md section 6, item 15).
+#: docs/training.md section 6, item 15); or that with the object field naming and pointing at the
+#: object the hand heads for ("hand_target_offset", the grounding point "target": the task's object
+#: until the fingers are told to close, then the task's reference object when it has one, so a
+#: carrying task's plan says where the held object goes, item 18).
 PLAN_LAYOUTS: dict[str, tuple[PlanField, ...]] = {
     "none": (),
     "points": (_point_field("goal"), _point_field("gripper")),
@@ -86,6 +90,9 @@ PLAN_LAYOUTS: dict[str, tuple[PlanField, ...]] = {
                            PlanField("offset", 2, "goal", offset_of=("goal", "gripper"))),
     "hand_under_offset": (_point_field("gripper"), *_HAND_FIELDS, _point_field("object"), _point_field("goal"),
                           _point_field("under"), PlanField("offset", 2, "goal", offset_of=("goal", "under"))),
+    "hand_target_offset": (_point_field("gripper"), *_HAND_FIELDS, PlanField("object", 2, "target"),
+                           _point_field("goal"), _point_field("under"),
+                           PlanField("offset", 2, "goal", offset_of=("goal", "under"))),
 }
 PLAN_KINDS = tuple(PLAN_LAYOUTS)
 

@@ -158,7 +158,11 @@ def register(subparsers: Any) -> None:
                             "adds the point under the hand at the goal's height after the goal and measures the "
                             "offset from it ('... goal C R under C R offset DC DR Action: ...': horizontal "
                             "distance only; needs episodes with the 'under' point, collected since "
-                            "2026-12-07); the checkpoint is then loaded with chain of thought on")
+                            "2026-12-07); 'hand_target_offset' names and points at the object the hand heads "
+                            "for instead of always the task's object: the task's reference object once the "
+                            "fingers are closed ('... closed 1 red cube C R goal ...'; needs episodes with the "
+                            "'reference' point, collected since 2026-12-07); the checkpoint is then loaded "
+                            "with chain of thought on")
     train.add_argument("--plan-given-fraction", type=float, default=0.0, metavar="F",
                        help="with --plan: this fraction of robot samples is trained as plan -> action only: "
                             "the image is another sample's, the plan is given (no loss on it), so the action "

@@ -57,7 +57,12 @@ gripper's patch.  ``plan="hand_points_offset"`` writes the hand first, then
 the object and the goal, then where the goal lies from the hand (``Plan:
 gripper 127 201 height 31 closed 0 green sphere 211 175 goal 131 88 offset
 130 71 Action: ...``; :func:`~rt2_ros.training.episodes.offset_plan`), the
-offset's numbers asked to read the goal's patch.  Which point each number
+offset's numbers asked to read the goal's patch.  ``plan="hand_under_offset"``
+measures the offset from the point under the hand, and ``plan="hand_target_offset"``
+then names and points at the object the hand heads for rather than always the
+task's object: the reference object ("the red cube" of "move the orange
+cylinder near the red cube") once the fingers are closed
+(:func:`~rt2_ros.training.episodes.target_of`).  Which point each number
 reads is the plan layout's (:data:`~rt2_ros.action_language.plans.PLAN_LAYOUTS`).
 Items with ``plan_given`` (``MixtureDataset(plan_given_fraction=...)``) take
 the plan as context: no loss on it, only on the action and eos.
@@ -74,7 +79,7 @@ from rt2_ros.errors import ConfigError
 from rt2_ros.policy.constrained_decoding import answer_token_ids, encode_text
 from rt2_ros.policy.profiles import PROFILES
 from rt2_ros.training.episodes import (HAND_WORDS, PLAN_KINDS, plan_layout, plan_number_points, plan_point_names,
-                                       sample_plan)
+                                       sample_plan, sample_points, target_of)
 from rt2_ros.training.samples import SampleSet
 
 __all__ = ["IGNORE_INDEX", "PREFIX_LM_MODEL_TYPES", "GROUNDING_KEYS", "Example", "MixtureDataset", "Rt2Collator",
@@ -143,7 +148,8 @@ class MixtureDataset:
         # and the gripper, as before plans existed).
         self._point_names = plan_point_names(plan)
         if plan != "none":
-            wanted = self._point_names
+            # The target is chosen per sample from recorded points (episodes.target_of), checked below.
+            wanted = [n for n in self._point_names if n != "target"]
             lacking = [r for r in records if not all(n in (r.get("points") or {}) for n in wanted)]
             if lacking:
                 absent = sorted({n for r in lacking for n in wanted if n not in (r.get("points") or {})})
@@ -151,11 +157,21 @@ class MixtureDataset:
                                   f"{', '.join(wanted)} (rt2-ros collect records them; bags collected before "
                                   f"a point was recorded lack it), {len(lacking)} of {len(records)} lack "
                                   f"{', '.join(absent)}")
-        if "object" in self._point_names:
+        if "object" in self._point_names or "target" in self._point_names:
             unnamed = sum(1 for r in records if not r.get("objects"))
             if unnamed:
                 raise ConfigError(f"plan: {plan!r} needs each robot sample's task object (the "
                                   f"episode's rt2_ros.objects), {unnamed} of {len(records)} have none")
+        if "target" in self._point_names:
+            untargeted = []
+            for r in records:
+                try:
+                    target_of(r["points"], r["objects"], r.get("gripper_command"))
+                except ConfigError as exc:
+                    untargeted.append(str(exc))
+            if untargeted:
+                raise ConfigError(f"plan: {plan!r} points at the object the hand heads for, {len(untargeted)} of "
+                                  f"{len(records)} robot samples cannot say which: {untargeted[0]}")
         self._number_points = plan_number_points(plan)
         if any(f.name in HAND_WORDS for f in plan_layout(plan)):
             unposed = sum(1 for r in records if r.get("height") is None)
@@ -192,6 +208,8 @@ class MixtureDataset:
         if index < self.robot_count:
             record = self.robot.records[index]
             named = record.get("points")
+            if named and self.plan != "none":
+                named = sample_points(self.plan, named, record.get("objects", ()), record.get("gripper_command"))
             points = tuple(tuple(named[n]) for n in self._point_names) if named else None
             plan = sample_plan(self.plan, named, record.get("objects", ()), record.get("height"),
                                record.get("gripper_command"))

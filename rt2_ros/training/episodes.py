@@ -19,20 +19,23 @@ topic                                     type                               rol
 ``/rt2/grounding/gripper``                geometry_msgs/PointStamped         optional: see below
 ``/rt2/grounding/object``                 geometry_msgs/PointStamped         optional: see below
 ``/rt2/grounding/under``                  geometry_msgs/PointStamped         optional: see below
+``/rt2/grounding/reference``              geometry_msgs/PointStamped         optional: see below
 ========================================  =================================  ==================
 
 The grounding topics are written by the simulator's collector, which knows
 the true state: per step (stamped like the image), where in the image the
 action heads (the expert's goal, seen at table height), where the gripper is
-where the object the task names first is (its centre) and the point under
+where the object the task names first is (its centre), the point under
 the gripper at the goal's height (where the gripper would be seen were it
-that low: its offset from the goal is horizontal distance only), as ``x`` =
+that low: its offset from the goal is horizontal distance only) and, for a
+task with a reference object ("move the X near the Y"), where that object
+is (its centre), as ``x`` =
 column and ``y`` = row in fractions of the image's width and height.  ``rt2-ros
 train --grounding-weight`` points the decoder's attention at them and
 ``--plan`` writes them as a plan; bags without them train as usual.  A step
 keeps its points when it has at least the goal and the gripper (bags
-collected before the object and under points were recorded have only those
-two).
+collected before the object, under and reference points were recorded have
+only those two).
 
 The outcome and provenance are in ``metadata.yaml``'s ``custom_data`` (plain
 strings, so a person can relabel an episode by editing that file):
@@ -84,16 +87,16 @@ from rt2_ros.training.mcap_io import BagError, BagWriter
 
 __all__ = ["EPISODE_FORMAT", "GROUNDING_POINTS", "REQUIRED_POINTS", "POINT_BINS", "PLAN_KINDS", "PLAN_LAYOUTS",
            "PlanField", "HAND_WORDS", "point_bin", "plan_layout", "plan_point_names", "plan_number_points",
-           "plan_number_labels", "sample_plan", "points_plan", "hand_plan", "hand_numbers", "offset_plan",
-           "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode", "EpisodeBagWriter",
-           "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
+           "plan_number_labels", "sample_plan", "sample_points", "target_of", "points_plan", "hand_plan",
+           "hand_numbers", "offset_plan", "plan_numbers", "EpisodeTopics", "EpisodeInfo", "EpisodeStep", "Episode",
+           "EpisodeBagWriter", "read_episode", "find_episodes", "ACTION_SOURCES", "OUTCOMES"]
 
 EPISODE_FORMAT = "rt2_ros.episode/1"
 ACTION_SOURCES = ("auto", "rt2_action", "ee_pose")
 OUTCOMES = {"true": True, "false": False, "unknown": None}
 _PREFIX = "rt2_ros."
 #: The per-step image points an episode can carry, in this order (see the module doc).
-GROUNDING_POINTS = ("goal", "gripper", "object", "under")
+GROUNDING_POINTS = ("goal", "gripper", "object", "under", "reference")
 #: The grounding points a step needs for its points to be kept (the others came later).
 REQUIRED_POINTS = ("goal", "gripper")
 # Plans (PLAN_LAYOUTS, point_bin, ...) are the answer language's: rt2_ros.action_language.plans;
@@ -102,7 +105,8 @@ REQUIRED_POINTS = ("goal", "gripper")
 
 def plan_point_names(kind: str) -> tuple[str, ...]:
     """The grounding points a robot sample trained with plan ``kind`` (PLAN_KINDS) is pointed at, in
-    the order its plan first reads them (no plan: the goal and the gripper)."""
+    the order its plan first reads them (no plan: the goal and the gripper); ``"target"`` is not
+    recorded but chosen per sample: :func:`target_of`."""
     layout = plan_layout(kind)
     return tuple(dict.fromkeys(f.reads for f in layout)) if layout else REQUIRED_POINTS
 
@@ -114,11 +118,50 @@ def plan_number_points(kind: str) -> tuple[int, ...]:
     return tuple(names.index(f.reads) for f in plan_layout(kind) for _ in range(f.numbers))
 
 
+def target_of(points: Mapping[str, Iterable[float]], objects: Iterable[str],
+              gripper_command: float | None) -> tuple[str, tuple[float, float]]:
+    """The object the hand heads for and its image point (plan ``hand_target_offset``'s object
+    field, the grounding point ``"target"``): the task's object until the fingers have been told
+    to close (:func:`~rt2_ros.action_language.plans.hand_numbers`' ``closed``), then the task's
+    reference object when it has one ("move the X near the Y" carries X to Y).
+
+    Closed fingers, not a grasp the simulator confirms: the plan writes ``closed`` before the
+    object field, and that is all the model knows when it names the object.
+    """
+    names = list(objects)
+    if not names:
+        raise ConfigError("objects: the target is one of the task's objects, got none")
+    closed = hand_numbers(0.0, gripper_command)["closed"]
+    if closed and len(names) > 1:
+        point, name = points.get("reference"), names[1]
+        if point is None:
+            raise ConfigError(f"points: with the fingers closed the target is the reference object "
+                              f"({name!r}), whose point this sample lacks (got {', '.join(sorted(points))}; "
+                              f"bags collected before rt2-ros collect recorded it)")
+    else:
+        point, name = points.get("object"), names[0]
+        if point is None:
+            raise ConfigError(f"points: the target is the task's object ({name!r}), whose point this sample "
+                              f"lacks (got {', '.join(sorted(points))})")
+    x, y = (float(v) for v in point)
+    return name, (x, y)
+
+
+def sample_points(kind: str, points: Mapping[str, Iterable[float]], objects: Iterable[str],
+                  gripper_command: float | None) -> dict[str, tuple[float, ...]]:
+    """A robot sample's recorded grounding ``points`` plus the ``"target"`` point when plan ``kind``
+    reads it (:func:`target_of`)."""
+    named = {name: tuple(point) for name, point in points.items()}
+    if "target" in plan_point_names(kind):
+        named["target"] = target_of(points, objects, gripper_command)[1]
+    return named
+
+
 def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Iterable[str],
                 height: float | None = None, gripper_command: float | None = None) -> str | None:
     """The plan a robot sample with these grounding ``points``, task ``objects`` and hand state
     (``height``, ``gripper_command``: see :class:`EpisodeStep`; only plans with the hand's fields
-    use them) writes under plan ``kind`` (None without a plan)."""
+    or the target use them) writes under plan ``kind`` (None without a plan)."""
     layout = plan_layout(kind)
     if not layout:
         return None
@@ -129,6 +172,9 @@ def sample_plan(kind: str, points: Mapping[str, Iterable[float]], objects: Itera
             words += [part.name, str(hand[part.name])]
         elif part.derived:
             words += offset_plan(points, part.offset_of, part.name).split()
+        elif part.reads == "target":
+            name, point = target_of(points, objects, gripper_command)
+            words += points_plan({"object": point}, name, names=("object",)).split()
         else:
             name = next(iter(objects), None) if part.name == "object" else None
             if part.name == "object" and name is None:
@@ -212,6 +258,7 @@ class EpisodeTopics:
     grounding_gripper: str = "/rt2/grounding/gripper"
     grounding_object: str = "/rt2/grounding/object"
     grounding_under: str = "/rt2/grounding/under"
+    grounding_reference: str = "/rt2/grounding/reference"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EpisodeTopics":

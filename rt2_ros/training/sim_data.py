@@ -14,8 +14,9 @@ Episodes: scene seeds ``S, S+1, ...``; each gets a task (``task`` kind or
 (:class:`~rt2_ros.sim.expert.ExpertPolicy`) at ``control_rate_hz``; every
 step records the head camera image, the action (on the embodiment's bins),
 the twist and gripper command it became, the end-effector pose, and the
-grounding points: where in the image the action heads, where the gripper is
-and where the task's object is (see :mod:`rt2_ros.training.episodes`).  Seeds
+grounding points: where in the image the action heads, where the gripper is,
+where the task's object is and where its reference object is, if it has one
+(see :mod:`rt2_ros.training.episodes`).  Seeds
 whose task involves an object matched by ``exclude_objects`` (a colour, a
 shape or a full name such as ``"purple sphere"``) give no episode — but their
 scenes still give VQA, which is how a seen/unseen experiment keeps an object
@@ -415,14 +416,18 @@ def _grounding_points(sim: Any, goal: np.ndarray | None, tcp: np.ndarray, camera
                       height: int) -> dict[str, tuple[float, float]]:
     """Where the action heads (the expert's goal at GOAL_POINT_HEIGHT; the gripper itself once the
     expert is done), where the gripper is, where the task's object is (its centre, as the
-    "where is the X?" answers place it) and the point under the gripper at GOAL_POINT_HEIGHT
-    (its offset from the goal is horizontal only), as (x, y) fractions of the image."""
-    under = np.array([tcp[0], tcp[1], GOAL_POINT_HEIGHT])
-    heads_to = tcp if goal is None else np.array([goal[0], goal[1], GOAL_POINT_HEIGHT])
-    held = sim.object_poses()[sim.task.object].position
-    pixels = sim.project_points([heads_to, tcp, held, under], camera, (height, width))
-    fractions = [(float(u) / width, float(v) / height) for u, v in pixels]
-    return dict(zip(("goal", "gripper", "object", "under"), fractions))
+    "where is the X?" answers place it), the point under the gripper at GOAL_POINT_HEIGHT
+    (its offset from the goal is horizontal only) and, for a task with a reference object,
+    where that one is (its centre), as (x, y) fractions of the image."""
+    names = ["goal", "gripper", "object", "under"]
+    poses = sim.object_poses()
+    world = [tcp if goal is None else np.array([goal[0], goal[1], GOAL_POINT_HEIGHT]), tcp,
+             poses[sim.task.object].position, np.array([tcp[0], tcp[1], GOAL_POINT_HEIGHT])]
+    if sim.task.reference is not None:
+        names.append("reference")
+        world.append(poses[sim.task.reference].position)
+    pixels = sim.project_points(world, camera, (height, width))
+    return {name: (float(u) / width, float(v) / height) for name, (u, v) in zip(names, pixels)}
 
 
 def _run_episode(sim: Any, expert: Any, embodiment: Any, config: CollectConfig, seed: int,
