@@ -165,6 +165,30 @@ def test_pretrained_least_frequent_fitted_bounds_robot_only(dataset, tiny_llava_
     assert -0.0301 <= result.action["y"] <= 0.0301, "de-tokenised with the fitted bounds"
 
 
+def test_a_fixed_held_out_set_is_evaluated_and_all_the_data_trained_on(dataset, tmp_path, capsys):
+    """--eval-data: held-out episodes from their own directory, every episode of --data trained on (a
+    held-out set drawn from --data changes as DAgger rounds add data to it)."""
+    rng = np.random.default_rng(3)
+    for e in range(2):
+        write_push_episode(tmp_path / "held" / f"ep{e}", ("left", "right")[e], 5, rng)
+    out = tmp_path / "ckpt"
+    code = main(["train", "--out", str(out), "--from-scratch", "tiny", "--data", str(dataset / "episodes"),
+                 "--eval-data", str(tmp_path / "held"), "--robot-fraction", "1.0", "--max-steps", "2",
+                 "--batch-size", "4", "--eval-steps", "0", "--cpu", "--training-args", '{"disable_tqdm": true}'])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    robot = summary["data"]["robot"]
+    assert robot["train_samples"] == 5 * 6 and robot["eval_samples"] == 2 * 5 == summary["final_metrics"][
+        "eval_robot_samples"]
+    assert robot["eval_data"] == {"sources": [str(tmp_path / "held")], "episodes": 2}
+    with pytest.raises(ConfigError, match="eval_data: expected episodes kept out of training, got .*episodes in "
+                                          "data too"):
+        TrainConfig(output_dir="x", data=(str(dataset / "episodes"),), eval_data=(str(dataset / "episodes"),),
+                    robot_fraction=1.0, from_scratch="tiny")
+    with pytest.raises(ConfigError, match="eval_data: held-out robot episodes need robot training data"):
+        TrainConfig(output_dir="x", vqa=("v",), eval_data=("held",), robot_fraction=0.0, from_scratch="tiny")
+
+
 def test_bad_configurations_are_refused(dataset, tmp_path, capsys):
     with pytest.raises(ConfigError, match="exactly one"):
         TrainConfig(output_dir="x", data=("d",), vqa=("v",), model="m", from_scratch="tiny")

@@ -118,7 +118,12 @@ def register(subparsers: Any) -> None:
     train.add_argument("--save-steps", type=int, default=0,
                        help="save a checkpoint-N every N steps (0: only the final one)")
     train.add_argument("--logging-steps", type=int, default=10)
-    train.add_argument("--eval-episodes", type=int, default=2, help="episodes held out (default: 2)")
+    train.add_argument("--eval-episodes", type=int, default=2,
+                       help="episodes of --data held out, drawn by name (default: 2)")
+    train.add_argument("--eval-data", action="append", default=[], metavar="DIR",
+                       help="robot episodes held out for evaluation instead of --eval-episodes drawn from "
+                            "--data (repeatable; same formats as --data): a held-out set that stays the same "
+                            "as data is added, e.g. across DAgger rounds")
     train.add_argument("--eval-vqa-images", type=int, default=20,
                        help="VQA images held out with all their questions (default: 20)")
     train.add_argument("--image-size", type=int, default=0,
@@ -270,7 +275,8 @@ def run_train(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum, max_steps=args.max_steps, learning_rate=args.lr,
         lr_scheduler=args.lr_scheduler, warmup=args.warmup, weight_decay=args.weight_decay,
         eval_steps=args.eval_steps, save_steps=args.save_steps, logging_steps=args.logging_steps,
-        eval_episodes=args.eval_episodes, eval_vqa_images=args.eval_vqa_images, image_size=args.image_size,
+        eval_episodes=args.eval_episodes, eval_data=tuple(args.eval_data), eval_vqa_images=args.eval_vqa_images,
+        image_size=args.image_size,
         outcomes=args.outcomes, action_source=args.action_source, control_rate_hz=args.control_rate_hz,
         cache_dir=args.cache_dir, seed=args.seed, bf16=args.bf16, use_cpu=args.cpu,
         num_workers=args.num_workers, trust_remote_code=args.trust_remote_code, hf_split=args.hf_split,

@@ -74,6 +74,7 @@ class TrainConfig:
     save_total_limit: int = 2
     logging_steps: int = 10
     eval_episodes: int = 2                     # whole episodes held out for evaluation
+    eval_data: tuple[str, ...] = ()            # episode roots held out instead (eval_episodes then unused)
     eval_vqa_images: int = 20                  # VQA images (all their questions) held out
     eval_max_samples: int = 256                # cap per kind, so evaluation stays quick
     seed: int = 0
@@ -104,7 +105,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         expect_str("output_dir", self.output_dir, allow_empty=False)
-        for key in ("data", "vqa"):
+        for key in ("data", "vqa", "eval_data"):
             value = getattr(self, key)
             if isinstance(value, str):
                 value = (value,)
@@ -124,6 +125,12 @@ class TrainConfig:
         expect_number("robot_fraction", self.robot_fraction, low=0.0, high=1.0)
         if not self.data and self.robot_fraction > 0:
             raise ConfigError(f"data: robot_fraction {self.robot_fraction} needs robot episodes (give data)")
+        if self.eval_data and not self.data:
+            raise ConfigError("eval_data: held-out robot episodes need robot training data (give data)")
+        shared = sorted({str(Path(p).resolve()) for p in self.data}
+                        & {str(Path(p).resolve()) for p in self.eval_data})
+        if shared:
+            raise ConfigError(f"eval_data: expected episodes kept out of training, got {shared[0]} in data too")
         if not self.vqa and self.robot_fraction < 1:
             raise ConfigError(f"robot_fraction: {self.robot_fraction} leaves room for VQA samples but no "
                               f"vqa source was given (give vqa, or set robot_fraction to 1.0)")
@@ -214,13 +221,25 @@ def prepare_data(config: TrainConfig, embodiment: Embodiment, image_size: int,
         robot, summary = robot_samples(config.data, embodiment, image_size, cache_dir=cache,
                                        action_source=config.action_source, outcomes=config.outcomes,
                                        control_rate_hz=config.control_rate_hz or None, lerobot=lerobot)
-        train, test = _split_robot(robot, config.eval_episodes, config.seed)
-        out["robot"] = (robot.subset(train), robot.subset(test))
-        out["summary"]["robot"] = {**summary, "train_samples": len(train), "eval_samples": len(test),
+        if config.eval_data:
+            # A fixed held-out set: one drawn from data changes as rounds of DAgger add episodes to it.
+            held, held_summary = robot_samples(config.eval_data, embodiment, image_size, cache_dir=cache,
+                                               action_source=config.action_source, outcomes=config.outcomes,
+                                               control_rate_hz=config.control_rate_hz or None, lerobot=lerobot)
+            out["robot"] = (robot, held)
+            summary["eval_data"] = {"sources": list(config.eval_data), "episodes": held_summary["used"]}
+            train_count, test_count = len(robot), len(held)
+            where = f"{held_summary['used']} episodes of {', '.join(config.eval_data)}"
+        else:
+            train, test = _split_robot(robot, config.eval_episodes, config.seed)
+            out["robot"] = (robot.subset(train), robot.subset(test))
+            train_count, test_count = len(train), len(test)
+            where = f"{config.eval_episodes} episodes drawn from the data" if test else "none"
+        out["summary"]["robot"] = {**summary, "train_samples": train_count, "eval_samples": test_count,
                                    "seconds": round(time.perf_counter() - started, 1)}
         relabelled = f", {summary['relabelled']} of them relabelled (DAgger)" if summary["relabelled"] else ""
-        log(f"robot data: {len(train)} training samples, {len(test)} held out "
-            f"({summary['used']} of {summary['episodes']} episodes used{relabelled}; "
+        log(f"robot data: {train_count} training samples, {test_count} held out ({where}; "
+            f"{summary['used']} of {summary['episodes']} episodes used{relabelled}; "
             f"cache {', '.join(summary['caches'])})")
     if config.vqa:
         started = time.perf_counter()
