@@ -717,3 +717,55 @@ def test_each_robot_source_keeps_its_own_cache_and_its_episode_names(tmp_path):
     with pytest.raises(ConfigError, match=r"data: no episode bags .* under .*empty"):
         (tmp_path / "empty").mkdir()
         robot_samples([tmp_path / "one", tmp_path / "empty"], ARM, image_size=16)
+
+
+def test_older_episodes_get_the_reference_point_from_their_regenerated_scene(tmp_path, monkeypatch, capsys):
+    """scripts/add_reference_points.py: episodes collected without the reference point get the one the
+    collector records now (the scene regenerated from the seed), one-object tasks are copied as they
+    are, and a collection whose scenes do not regenerate the episodes' instructions is refused."""
+    import importlib.util
+    from pathlib import Path
+
+    from rt2_ros.training import sim_data
+    from rt2_ros.training.sim_data import CollectConfig, collect
+
+    spec = importlib.util.spec_from_file_location(
+        "add_reference_points", Path(__file__).resolve().parents[1] / "scripts" / "add_reference_points.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = CollectConfig(episodes=3, seed=11, image_size=48, max_steps=60, vqa_scenes=0)
+    collect(tmp_path / "now", config)
+    recorded = sim_data._grounding_points
+    monkeypatch.setattr(sim_data, "_grounding_points", lambda *a: {
+        k: v for k, v in recorded(*a).items() if k != "reference"})
+    collect(tmp_path / "before", config)
+    monkeypatch.undo()
+    assert tool.main([str(tmp_path / "before"), str(tmp_path / "added")]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    now, before, added = ([read_episode(b, ARM) for b in find_episodes(tmp_path / d)]
+                          for d in ("now", "before", "added"))
+    two = [k for k, e in enumerate(now) if len(e.info.objects) == 2]
+    assert two and counts == {"episodes": 3, "with_reference": len(two), "copied_as_they_were": 3 - len(two)}
+    for k in range(3):
+        assert all("reference" not in s.points for s in before[k].steps)
+        assert [s.tokens for s in added[k].steps] == [s.tokens for s in before[k].steps]
+        assert mcap_io.read_custom_data(find_episodes(tmp_path / "added")[k]) == mcap_io.read_custom_data(
+            find_episodes(tmp_path / "before")[k])
+        if k in two:
+            # Where the object was placed: the collector's own point at the first step, and within a
+            # hair of it later (the expert does not move the reference object).
+            assert added[k].steps[0].points["reference"] == pytest.approx(now[k].steps[0].points["reference"],
+                                                                          abs=1e-9)
+            assert all(a.points["reference"] == pytest.approx(n.points["reference"], abs=0.01)
+                       for a, n in zip(added[k].steps, now[k].steps))
+            assert {n: p for n, p in added[k].steps[5].points.items() if n != "reference"} == \
+                before[k].steps[5].points
+        else:
+            assert all("reference" not in s.points for s in added[k].steps)
+    assert tool.main([str(tmp_path / "before"), str(tmp_path / "added")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    report = json.loads((tmp_path / "before" / "collect.json").read_text())
+    report["config"]["task"] = "pick"   # the scenes then give other tasks
+    (tmp_path / "before" / "collect.json").write_text(json.dumps(report))
+    assert tool.main([str(tmp_path / "before"), str(tmp_path / "other")]) == 2
+    assert "the episode says" in capsys.readouterr().err
