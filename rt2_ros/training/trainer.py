@@ -234,7 +234,8 @@ def prepare_data(config: TrainConfig, embodiment: Embodiment, image_size: int,
             train, test = _split_robot(robot, config.eval_episodes, config.seed)
             out["robot"] = (robot.subset(train), robot.subset(test))
             train_count, test_count = len(train), len(test)
-            where = f"{config.eval_episodes} episodes drawn from the data" if test else "none"
+            held_out = len({robot.records[i]["episode"] for i in test})
+            where = f"{held_out} episodes drawn from the data" if held_out else "none"
         out["summary"]["robot"] = {**summary, "train_samples": train_count, "eval_samples": test_count,
                                    "seconds": round(time.perf_counter() - started, 1)}
         relabelled = f", {summary['relabelled']} of them relabelled (DAgger)" if summary["relabelled"] else ""
