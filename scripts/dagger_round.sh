@@ -6,7 +6,7 @@
 #   2. 3000 steps from MODEL on the data of scripts/train_bundled_model.sh, the relabelled
 #      episodes of this and all earlier rounds (DATA/DG*), the same VQA and hints, lr 5e-4 constant.
 # Usage: MODEL=GH OUT=GHD ROUND=1 [DATA=data/sim] [EPISODES=250] [STEPS=3000] [PLAN=object_points_hand]
-#        [EVENT_REPEAT=1] [HAND_STATE=0] scripts/dagger_round.sh   (the plan must be one MODEL can write or learn;
+#        [EVENT_REPEAT=1] [HAND_STATE=0] [EVAL_DATA=DIR] scripts/dagger_round.sh   (the plan must be one MODEL can write or learn;
 #        the data and flags shared with train_bundled_model.sh are in scripts/cofinetune_recipe.sh)
 # Round N collects DATA/DG(2N-1) and DATA/DG(2N) with seeds 300000 + 20000 (N-1) (+ 10000); a
 # round already collected is not collected again. Measured (item 12): 13 min of collection and
@@ -17,6 +17,11 @@
 # driving model gets the hand's height and last gripper command (rt2-ros collect --hand-state), as
 # rt2-ros eval --hand-state gives them (item 15; rounds 1-8 ran without; item 17 ran three rounds
 # with it from the script's own model: 10 min of collection and 19 min of training each).
+# PLAN=hand_target_offset (item 18) needs every DATA/DG* set to have the reference point: sets
+# collected before it was recorded are brought up to date by scripts/add_reference_points.py, and
+# keeping them matters (trained on one round's DAgger sets only, the model lost the grasp).
+# EVAL_DATA: fresh episodes held out for the round's evaluation (rt2-ros train --eval-data) instead
+# of episodes drawn from the growing data, so the rounds' held-out figures compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${MODEL:?MODEL: the checkpoint that drives (e.g. the output of train_bundled_model.sh)}"
@@ -49,6 +54,8 @@ for lane in "${lanes[@]}"; do wait "$lane"; done   # one by one: set -e stops on
 source scripts/cofinetune_recipe.sh
 relabelled=()
 for d in "$data"/DG*/; do relabelled+=(--data "${d%/}"); done
+held_out=()
+[ -n "${EVAL_DATA:-}" ] && held_out=(--eval-data "$EVAL_DATA")
 .venv/bin/rt2-ros train --model "$model" "${recipe_robot[@]}" "${relabelled[@]}" "${recipe_vqa[@]}" \
     "${recipe_flags[@]}" --out "$out" --max-steps "${STEPS:-3000}" --lr 5e-4 --warmup 50 \
-    --lr-scheduler constant_with_warmup --eval-steps 1500 --event-repeat "$event_repeat"
+    --lr-scheduler constant_with_warmup --eval-steps 1500 --event-repeat "$event_repeat" ${held_out[@]+"${held_out[@]}"}
