@@ -30,7 +30,8 @@ from typing import Iterable, Sequence
 from rt2_ros.errors import ConfigError
 
 __all__ = ["POINT_BINS", "HAND_WORDS", "MAX_NAME_WORDS", "PlanField", "PLAN_LAYOUTS", "PLAN_KINDS", "point_bin",
-           "plan_layout", "plan_number_labels", "offset_numbers", "derived_numbers", "hand_numbers", "parse_plan"]
+           "plan_layout", "plan_number_labels", "offset_numbers", "derived_numbers", "hand_numbers", "fingers_closed",
+           "parse_plan"]
 
 #: Image points as text: column and row in 256ths of the width and height (the simulator's
 #: "where is the X?" answers and the plans).
@@ -129,11 +130,16 @@ def hand_numbers(height: float | None, gripper_command: float | None) -> dict[st
     if height is None or not math.isfinite(float(height)):
         raise ConfigError(f"height: expected the end effector's height in m (the end-effector pose's z at the "
                           f"image), got {height!r}")
+    centimetres = min(max(int(round(float(height) * 100)), 0), POINT_BINS - 1)
+    return dict(zip(HAND_WORDS, (centimetres, int(fingers_closed(gripper_command)))))
+
+
+def fingers_closed(gripper_command: float | None) -> bool:
+    """Whether the last gripper command (closedness 0..1; None before the first) asked for at least
+    half closed: a plan's ``closed`` field, and when plan ``hand_target_offset`` turns to the reference."""
     if gripper_command is not None and not math.isfinite(float(gripper_command)):
         raise ConfigError(f"gripper_command: expected a finite closedness 0..1 or None, got {gripper_command!r}")
-    centimetres = min(max(int(round(float(height) * 100)), 0), POINT_BINS - 1)
-    closed = int(gripper_command is not None and float(gripper_command) >= 0.5)
-    return dict(zip(HAND_WORDS, (centimetres, closed)))
+    return gripper_command is not None and float(gripper_command) >= 0.5
 
 
 def offset_numbers(goal: Sequence[int], gripper: Sequence[int]) -> tuple[int, int]:

@@ -79,8 +79,8 @@ import numpy as np
 
 from rt2_ros.action_language import ActionLanguageError, Embodiment
 from rt2_ros.action_language.plans import (HAND_WORDS, PLAN_KINDS, PLAN_LAYOUTS, POINT_BINS, PlanField,
-                                           hand_numbers, offset_numbers, plan_layout, plan_number_labels,
-                                           point_bin)
+                                           fingers_closed, hand_numbers, offset_numbers, plan_layout,
+                                           plan_number_labels, point_bin)
 from rt2_ros.errors import ConfigError
 from rt2_ros.training import mcap_io
 from rt2_ros.training.mcap_io import BagError, BagWriter
@@ -122,7 +122,7 @@ def target_of(points: Mapping[str, Iterable[float]], objects: Iterable[str],
               gripper_command: float | None) -> tuple[str, tuple[float, float]]:
     """The object the hand heads for and its image point (plan ``hand_target_offset``'s object
     field, the grounding point ``"target"``): the task's object until the fingers have been told
-    to close (:func:`~rt2_ros.action_language.plans.hand_numbers`' ``closed``), then the task's
+    to close (:func:`~rt2_ros.action_language.plans.fingers_closed`), then the task's
     reference object when it has one ("move the X near the Y" carries X to Y).
 
     Closed fingers, not a grasp the simulator confirms: the plan writes ``closed`` before the
@@ -131,8 +131,7 @@ def target_of(points: Mapping[str, Iterable[float]], objects: Iterable[str],
     names = list(objects)
     if not names:
         raise ConfigError("objects: the target is one of the task's objects, got none")
-    closed = hand_numbers(0.0, gripper_command)["closed"]
-    if closed and len(names) > 1:
+    if fingers_closed(gripper_command) and len(names) > 1:
         point, name = points.get("reference"), names[1]
         if point is None:
             raise ConfigError(f"points: with the fingers closed the target is the reference object "
