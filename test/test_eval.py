@@ -73,6 +73,8 @@ def test_episodes_solved_at_some_step_but_not_at_the_end_are_counted_apart():
     (["--image-size", "8"], "--image-size: expected 16..1024 pixels, got 8"),
     (["--exclude-objects", "plaid"], "--exclude-objects: 'plaid' is no colour"),
     (["--threads", "-1"], "--threads: expected an integer >= 0 (0: torch's default), got -1"),
+    (["--trace", "/nonexistent-dir/steps.jsonl"], "--trace: the directory of '/nonexistent-dir/steps.jsonl' "
+                                                  "does not exist"),
 ])
 def test_bad_eval_arguments_are_one_line_errors(args, message):
     done = _cli("--backend", "expert", *args)
@@ -140,8 +142,10 @@ def test_start_episode_takes_kinds_and_instructions():
 
 def test_eval_runs_a_learned_backend_on_rendered_images(tiny_paligemma_dir, tmp_path):
     out = tmp_path / "eval.json"
+    trace = tmp_path / "steps.jsonl"
     done = _cli("--backend", "transformers", "--model", str(tiny_paligemma_dir), "--device", "cpu",
-                "--episodes", "1", "--tasks", "pick", "--max-steps", "2", "--json", str(out), "--threads", "2")
+                "--episodes", "1", "--tasks", "pick", "--max-steps", "2", "--json", str(out), "--threads", "2",
+                "--trace", str(trace))
     assert done.returncode == 0, done.stderr
     assert "rt2-ros eval: 2 torch intra-op thread(s)" in done.stderr
     data = json.loads(out.read_text())
@@ -153,6 +157,38 @@ def test_eval_runs_a_learned_backend_on_rendered_images(tiny_paligemma_dir, tmp_
     # legal; it may say terminate at once), it does not solve the task.
     assert episode["steps"] in (1, 2) and episode["error"] == ""
     assert "privileged" not in done.stdout.splitlines()[0]
+    # The trace has the model's own tokens next to the expert's label for the same state.
+    steps = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(episode["steps"]))
+    assert all(len(s["tokens"]) == len(s["expert"]["tokens"]) == len(s["token_agreement"]) == 8
+               for s in steps)
+    assert steps[0]["token_agreement"] == [a == b for a, b in zip(steps[0]["tokens"],
+                                                                  steps[0]["expert"]["tokens"])]
+
+
+def test_a_trace_has_every_step_with_the_hand_state_and_the_experts_label(tmp_path):
+    trace = tmp_path / "steps.jsonl"
+    done = _cli("--backend", "expert", "--episodes", "2", "--tasks", "pick,move_near", "--hand-state",
+                "--json", "-", "--trace", str(trace))
+    assert done.returncode == 0, done.stderr
+    episodes = json.loads(done.stdout)["episodes"]
+    steps = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert f"wrote {len(steps)} steps to {trace}" in done.stderr
+    for episode in episodes:
+        mine = [s for s in steps if (s["kind"], s["seed"]) == (episode["kind"], episode["seed"])]
+        assert [s["step"] for s in mine] == list(range(episode["steps"]))
+        assert all(s["instruction"] == episode["instruction"] for s in mine)
+        assert set(mine[0]["distance_m"]) == set(episode["objects"])
+        # The hand state the policy was given: no gripper command before the first, then the last sent.
+        assert mine[0]["gripper_command"] is None
+        assert [s["gripper_command"] for s in mine[1:]] == [s["action"]["gripper"] for s in mine[:-1]]
+        # The watching expert labels each state as the driving expert acts on it.
+        assert all(all(s["token_agreement"]) and s["expert"]["tokens"] == s["tokens"] for s in mine)
+        # The trace follows the hand: it reaches and holds the task's object, the expert ends with terminate.
+        task_object = episode["objects"][0]
+        assert min(s["distance_m"][task_object] for s in mine) == pytest.approx(episode["closest_m"], abs=0.02)
+        assert any(s["held"] == task_object for s in mine)
+        assert mine[-1]["action"]["terminate"] is True and mine[0]["expert"]["phase"] == "approach"
 
 
 def test_object_filters_pick_the_episodes_that_name_them(tmp_path):

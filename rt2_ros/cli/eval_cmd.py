@@ -4,6 +4,7 @@
 
     rt2-ros eval --backend expert|transformers|remote|scripted [--model DIR] --episodes N
                  --tasks pick,push,... [--seed S] [--rate HZ] [--max-steps N] [--threads N] [--json OUT.json]
+                 [--trace STEPS.jsonl]
 
 Runs N episodes of every task kind listed, episode ``i`` in scene ``seed + i``,
 in this process (:func:`rt2_ros.sim.evaluation.evaluate`): learned policies
@@ -12,13 +13,16 @@ state (it is a reference, not a learned model, and is labelled so).  Prints a
 success table per task kind - split into seen / unseen objects and
 instructions when the checkpoint's ``rt2_ros.json`` has ``training_data`` -
 and writes the table and every episode as JSON with ``--json`` (``-`` for
-stdout instead of the table).  Progress goes to stderr.
+stdout instead of the table).  ``--trace`` writes every control step as a JSON
+line, with the scripted expert's label for the state (:mod:`rt2_ros.sim.step_trace`):
+where a failing episode went wrong.  Progress goes to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from contextlib import ExitStack
 from typing import Any
 
 from rt2_ros.cli import PLAN_DECODING_HELP, THREADS_HELP, set_torch_threads
@@ -65,6 +69,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--image-size", type=int, default=224, help="camera image size in pixels (default 224)")
     p.add_argument("--no-shadows", action="store_true", help="render without shadows (faster)")
     p.add_argument("--json", default="", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
+    p.add_argument("--trace", default="", metavar="FILE",
+                   help="also write every control step as a JSON line: the plan, tokens and action, "
+                        "the hand's height and gripper command, its distance to the task's objects, "
+                        "and the scripted expert's label for that state (rt2_ros.sim.step_trace)")
     p.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     p.set_defaults(func=run)
 
@@ -102,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--model: the transformers backend needs a checkpoint directory, got ''")
     if args.json and args.json != "-" and not Path(args.json).resolve().parent.is_dir():
         raise ConfigError(f"--json: the directory of {args.json!r} does not exist")
+    if args.trace and not Path(args.trace).resolve().parent.is_dir():
+        raise ConfigError(f"--trace: the directory of {args.trace!r} does not exist")
     training = read_training_data(args.model) if args.backend in ("transformers", "remote") else None
     set_torch_threads("eval", args.threads, learned_policy=args.backend == "transformers")
 
@@ -118,16 +128,22 @@ def run(args: argparse.Namespace) -> int:
     objects = list(parse_object_terms("--objects", args.objects))
     excluded = list(parse_object_terms("--exclude-objects", args.exclude_objects))
     config = SimConfig(image_size=(args.image_size, args.image_size), shadows=not args.no_shadows)
-    with TabletopSim(args.seed, task=None, config=config) as sim:
+    with TabletopSim(args.seed, task=None, config=config) as sim, ExitStack() as closing:
         policy = _policy(args, sim)
-        try:
-            report = evaluate(sim, policy, kinds, args.episodes, args.seed, backend=args.backend,
-                              model=args.model, control_rate_hz=args.rate, max_steps=args.max_steps,
-                              render=args.backend != "expert", training_data=training,
-                              objects=objects, exclude_objects=excluded, progress=progress,
-                              hand_state=args.hand_state)
-        finally:
-            policy.close()
+        closing.callback(policy.close)
+        tracer = None
+        if args.trace:
+            from rt2_ros.sim.step_trace import StepTracer
+
+            stream = closing.enter_context(open(args.trace, "w", encoding="utf-8"))
+            tracer = StepTracer(sim, policy.embodiment, stream)
+        report = evaluate(sim, policy, kinds, args.episodes, args.seed, backend=args.backend,
+                          model=args.model, control_rate_hz=args.rate, max_steps=args.max_steps,
+                          render=args.backend != "expert", training_data=training,
+                          objects=objects, exclude_objects=excluded, progress=progress,
+                          hand_state=args.hand_state, tracer=tracer)
+    if tracer is not None:
+        print(f"rt2-ros eval: wrote {tracer.lines} steps to {args.trace}", file=sys.stderr, flush=True)
     data = report.to_json()
     # How the model's tokens were chosen, as resolved by the backend (plan_decoding "auto" becomes
     # "layout" or "free"); None for backends that do not decode.

@@ -326,7 +326,7 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
              render: bool = True, training_data: TrainingData | None = None,
              objects: Sequence[str] = (), exclude_objects: Sequence[str] = (),
              progress: Callable[[EpisodeOutcome, int, int], None] | None = None,
-             hand_state: bool = False) -> EvaluationReport:
+             hand_state: bool = False, tracer: Any = None) -> EvaluationReport:
     """Run ``episodes`` seeded episodes of each of ``kinds`` with ``policy`` on ``sim``.
 
     ``objects`` / ``exclude_objects`` (colours, shapes or names): keep only
@@ -340,6 +340,7 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
     with the error recorded; the evaluation goes on.  ``progress`` is called
     after each episode with the outcome, its index and the total.
     ``hand_state``: give the policy the hand's state each step (run_episode).
+    ``tracer``: a :class:`~rt2_ros.sim.step_trace.StepTracer` that writes every step.
     """
     from rt2_ros.sim.rollout import run_episode
 
@@ -366,12 +367,15 @@ def evaluate(sim: Any, policy: Any, kinds: Sequence[str], episodes: int, seed: i
             outcome = EpisodeOutcome(kind=kind, seed=episode_seed, instruction=task.instruction,
                                      objects=names, success=False, terminated=False, steps=0,
                                      wall_s=0.0)
+            if tracer is not None:
+                tracer.start(kind, episode_seed)
             if training_data is not None:
                 outcome.objects_seen = training_data.objects_seen(names)
                 outcome.instruction_seen = training_data.instruction_seen(task.instruction)
             try:
                 result = run_episode(sim, policy, control_rate_hz=control_rate_hz,
-                                     max_steps=max_steps, render=render, hand_state=hand_state)
+                                     max_steps=max_steps, render=render, hand_state=hand_state,
+                                     on_step=tracer.step if tracer is not None else None)
                 outcome.success, outcome.terminated = result.success, result.terminated
                 outcome.steps = result.steps
                 outcome.closest_m, outcome.grasped = result.closest_m, result.grasped

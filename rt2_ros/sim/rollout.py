@@ -7,6 +7,7 @@ safety node uses), at a fixed control rate in simulated time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -52,7 +53,9 @@ class EpisodeResult:
 
 def run_episode(sim: TabletopSim, policy: Policy, *, instruction: str | None = None,
                 control_rate_hz: float = 5.0, max_steps: int = 100, render: bool = True,
-                camera: str = "head", record: bool = False, hand_state: bool = False) -> EpisodeResult:
+                camera: str = "head", record: bool = False, hand_state: bool = False,
+                on_step: Callable[[int, PolicyOutput, HandState | None], None] | None = None
+                ) -> EpisodeResult:
     """Run ``policy`` on ``sim``'s current task until it terminates or ``max_steps`` pass.
 
     instruction: defaults to ``sim.task.instruction``.  render: give the policy
@@ -62,6 +65,9 @@ def run_episode(sim: TabletopSim, policy: Policy, *, instruction: str | None = N
     hand_state: give the policy the hand's state with each image (the end effector's height and
     the last gripper command sent, :class:`~rt2_ros.policy.base.HandState`), as a robot's
     policy node does from its end-effector pose and its own commands.
+    on_step: called each step with the step's index, the policy's output and the hand state it
+    was given (None without ``hand_state``), before the action is applied, so the simulator still
+    shows the state the policy acted on (``rt2-ros eval --trace``, :mod:`rt2_ros.sim.step_trace`).
     """
     rate = expect_number("control_rate_hz", control_rate_hz, low=0.1, high=1000.0)
     expect_int("max_steps", max_steps, low=1)
@@ -75,11 +81,14 @@ def run_episode(sim: TabletopSim, policy: Policy, *, instruction: str | None = N
     target = sim.task.object if sim.task is not None else None
     for step in range(max_steps):
         image = sim.render(camera) if render else blank
-        if hand_state:
-            output = policy.act(image, text, HandState(float(sim.ee_pose().position[2]), command))
+        hand = HandState(float(sim.ee_pose().position[2]), command) if hand_state else None
+        if hand is not None:
+            output = policy.act(image, text, hand)
             command = float(output.action.get("gripper", command if command is not None else 0.0))
         else:
             output = policy.act(image, text)
+        if on_step is not None:
+            on_step(step, output, hand)
         report = sim.apply_action(output.action, rate)
         result.steps = step + 1
         if record:
