@@ -191,3 +191,52 @@ def test_a_rollout_with_hand_state_gives_the_policy_the_hands_height_and_last_co
         HandState(float("nan"), 0.0)
     with pytest.raises(PolicyError, match="hand.gripper_command: expected a finite closedness 0..1 or None"):
         HandState(0.1, float("inf"))
+
+
+def _drive_until(sim, policy, phase, limit=60):
+    """Let the expert drive its task until its state machine reaches ``phase``."""
+    for _ in range(limit):
+        if policy.expert.phase == phase:
+            return
+        sim.apply_action(policy.act(BLANK, sim.task.instruction).action, RATE_HZ)
+    raise AssertionError(f"the expert never reached {phase!r} (at {policy.expert.phase!r})")
+
+
+@pytest.mark.parametrize("kind", ["move_near", "pick"])
+def test_an_expert_that_watched_another_policy_grasp_labels_the_lift(sim, kind):
+    # DAgger: a learner drove the hand to the grasp while this labelling expert was still in its
+    # first phase. The label must be the lift with closed fingers, not "open and go back up".
+    driver = ExpertPolicy(sim)
+    sim.reset(1, task=kind)
+    driver.reset()
+    _drive_until(sim, driver, "lift")
+    assert sim.gripper_state().grasped == sim.task.object
+    watcher = ExpertPolicy(sim)
+    assert watcher.expert.phase == "approach"
+    action = watcher.act(BLANK, sim.task.instruction).action
+    assert watcher.expert.phase == "lift"
+    assert action["gripper"] == 1.0 and action["z"] > 0.0 and not action["terminate"]
+    # ... and it goes on to solve the task from there.
+    result = run_episode(sim, watcher, control_rate_hz=RATE_HZ, max_steps=100, render=False)
+    assert result.success and result.terminated
+
+
+@pytest.mark.parametrize("kind", ["pick", "push"])
+def test_an_expert_that_watched_another_policy_descend_labels_the_descent(sim, kind):
+    # The learner took the hand straight down over the object (behind it, for a push), below where
+    # the expert hovers before descending: the label goes on down, not back up to the hover point.
+    driver = ExpertPolicy(sim)
+    sim.reset(3, task=kind)
+    driver.reset()
+    _drive_until(sim, driver, "descend")
+    for _ in range(2):
+        sim.apply_action(driver.act(BLANK, sim.task.instruction).action, RATE_HZ)
+    assert driver.expert.phase == "descend"
+    watcher = ExpertPolicy(sim)
+    action = watcher.act(BLANK, sim.task.instruction).action
+    assert watcher.expert.phase == "descend" and action["z"] < 0.0
+    assert action["gripper"] == (1.0 if kind == "push" else 0.0)   # pushes are made with closed fingers
+    # Above the hover point (where the descent starts) the watching expert still approaches first.
+    sim.reset(3, task=kind)
+    fresh = ExpertPolicy(sim)
+    assert fresh.act(BLANK, sim.task.instruction).action["z"] < 0.0 and fresh.expert.phase == "approach"

@@ -87,6 +87,13 @@ class ScriptedExpert:
     read-only calls, answered from a privileged snapshot).  Call :meth:`reset`
     when a new task starts and :meth:`next_action` once per control step, then
     apply the returned action (e.g. ``sim.apply_action``).
+
+    It can also label steps another policy drives (DAgger, ``rt2-ros collect
+    --policy-model``; ``rt2-ros eval --trace``): when that policy got ahead of
+    the phases, the phase follows the state - the object held: lift it; the
+    open hand already below the hover point over the object (behind it, for a
+    push): descend from there - instead of labelling the way back to where the
+    expert's own path would be.
     """
 
     def __init__(self, sim: "TabletopSim | SnapshotSim", embodiment: Embodiment | str = "rt2_arm",
@@ -183,6 +190,17 @@ class ScriptedExpert:
                 and float(np.max(np.abs(goal - measured.position))) <= 2.5 * tol
                 and yaw_error <= self.settings.yaw_tolerance)
 
+    def _over(self, goal: np.ndarray, goal_yaw: float, tolerance: float, floor: float = -np.inf) -> bool:
+        """Whether the hand is already clearly below ``goal`` (a hover point) but not below ``floor``, and
+        within ``tolerance`` of it horizontally: where descending from the hover point would pass
+        (another policy took the hand there, see the phase sync in _plan_grasp_and_move)."""
+        target, measured = self.sim.ee_target_pose(), self.sim.ee_pose()
+        yaw_error = abs(quat_error(rpy_to_quat(0.0, 0.0, goal_yaw), target.quaternion)[2])
+        return (float(np.max(np.abs(goal[:2] - target.position[:2]))) <= tolerance
+                and float(np.max(np.abs(goal[:2] - measured.position[:2]))) <= 2.5 * tolerance
+                and floor <= float(target.position[2]) < float(goal[2]) - tolerance
+                and yaw_error <= self.settings.yaw_tolerance)
+
     def _gripper_settled(self, wanted: float) -> bool:
         """True once the gripper has taken the ``wanted`` command and its fingers stopped.
 
@@ -228,13 +246,21 @@ class ScriptedExpert:
         grasp_z = max(self._zmin(), pos[2])
         if self._phase in ("lift", "transport", "lower") and not held:
             self._start_over()
+        # Another policy drives some steps when this expert labels them (DAgger) and can get
+        # ahead of the phases: the phase follows the state, or the labels would say "open
+        # and go back up" to a hand that already holds the object (or hangs ready above it).
+        if held and self._phase in ("approach", "descend"):
+            self._phase, self._wait = "close", 0
         if self._phase == "approach":
             yaw = self._grasp_yaw(task.object)
             goal = np.array([pos[0], pos[1], hover_z])
-            state = sim.gripper_state()
-            if self._reached(goal, yaw, 2 * s.position_tolerance) and state.closedness < 0.05:
-                self._phase = "descend"
-            return goal, yaw, 0.0, s.max_step
+            open_hand = sim.gripper_state().closedness < 0.05
+            if open_hand and self._over(goal, yaw, 2 * s.position_tolerance):
+                self._phase = "descend"  # already on the way down: this step descends
+            else:
+                if open_hand and self._reached(goal, yaw, 2 * s.position_tolerance):
+                    self._phase = "descend"
+                return goal, yaw, 0.0, s.max_step
         if self._phase == "descend":
             yaw = self._grasp_yaw(task.object)
             goal = np.array([pos[0], pos[1], grasp_z])
@@ -339,6 +365,9 @@ class ScriptedExpert:
         if self._phase == "approach":
             goal = behind.copy()
             goal[2] = max(pos[2] + spec.half_height + s.hover, 0.1)
+            if self._over(goal, 0.0, 2 * s.position_tolerance, floor=push_z):
+                self._phase = "descend"  # already on the way down: this step descends
+                return self._plan_push()
             if self._reached(goal, 0.0, 2 * s.position_tolerance):
                 self._phase = "descend"
             return goal, 0.0, 1.0, s.max_step
