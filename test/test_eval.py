@@ -212,3 +212,29 @@ def test_an_object_filter_term_no_object_matches_is_refused():
     done = _cli("--backend", "expert", "--objects", "purple,gold")
     assert done.returncode == 2 and done.stdout == ""
     assert "--objects: 'gold' is no colour" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_trace_step_the_watching_expert_cannot_label_is_written_without_a_label():
+    import io
+
+    from rt2_ros.action_language import load_embodiment
+    from rt2_ros.policy.base import PolicyError, PolicyOutput
+    from rt2_ros.sim.step_trace import StepTracer
+    from rt2_ros.sim.tabletop import TabletopSim
+
+    embodiment = load_embodiment("rt2_arm")
+    stream = io.StringIO()
+    with TabletopSim(4, task="pick") as sim:
+        tracer = StepTracer(sim, embodiment, stream)
+        tracer.start("pick", 4)
+
+        def gives_up():
+            raise PolicyError("expert: gave up on 'pick up the red cube' after 3 failed grasps")
+
+        tracer.expert.next_action = gives_up
+        tokens = [0, 128, 128, 128, 128, 128, 128, 0]
+        tracer.step(0, PolicyOutput(tokens=tokens, action=embodiment.decode(tokens)), None)
+    line = json.loads(stream.getvalue())
+    assert line["expert"] == {"phase": "approach",
+                              "error": "expert: gave up on 'pick up the red cube' after 3 failed grasps"}
+    assert line["token_agreement"] is None and line["tokens"] == tokens and line["gripper_command"] is None

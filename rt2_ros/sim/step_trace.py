@@ -12,10 +12,12 @@ Lines look like::
     {"kind": "move_near", "seed": 3, "step": 12, "instruction": "...", "plan": "...",
      "tokens": [...], "action": {...}, "height_m": 0.071, "gripper_command": 1.0,
      "held": "red cylinder", "distance_m": {"red cylinder": 0.004, "blue cube": 0.213},
-     "expert": {"phase": "carry", "tokens": [...], "action": {...}}, "token_agreement": [...]}
+     "expert": {"phase": "transport", "tokens": [...], "action": {...}}, "token_agreement": [...]}
 
-``token_agreement[i]`` is whether the policy's token ``i`` equals the expert's.  Lines are flushed
-per episode, so a trace of an evaluation that is stopped part way is still readable.
+``token_agreement[i]`` is whether the policy's token ``i`` equals the expert's.  An expert that
+gave up (it retries a failed grasp a few times) labels no more steps of the episode: its entry is
+then ``{"phase": ..., "error": "..."}`` and ``token_agreement`` null; the policy's episode goes on.
+Lines are flushed per episode, so a trace of an evaluation that is stopped part way is readable.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from rt2_ros.policy.base import HandState, PolicyOutput
+from rt2_ros.policy.base import HandState, PolicyError, PolicyOutput
+from rt2_ros.sim.errors import SimError
 
 __all__ = ["StepTracer"]
 
@@ -70,8 +73,14 @@ class StepTracer:
         task = sim.task
         hand_position = sim.ee_pose().position
         poses = sim.object_poses()
-        label = self.expert.next_action()
-        label_tokens = self.embodiment.encode(label)
+        try:
+            label_tokens = self.embodiment.encode(self.expert.next_action())
+        except (PolicyError, SimError) as err:
+            # The watching expert gave up (repeated failed grasps): the step has no label, and the
+            # evaluated policy's episode goes on - the trace must not fail it.
+            label_tokens, expert_error = None, str(err)
+        else:
+            expert_error = ""
         record = dict(self._episode)
         record.update({
             "step": index,
@@ -86,10 +95,11 @@ class StepTracer:
             "distance_m": {} if task is None else {
                 name: _json_value(np.linalg.norm(hand_position - poses[name].position))
                 for name in task.objects},
-            "expert": {"phase": self.expert.phase, "tokens": [int(t) for t in label_tokens],
-                       "action": {k: _json_value(v)
-                                  for k, v in self.embodiment.decode(label_tokens).items()}},
-            "token_agreement": [int(a) == int(b) for a, b in zip(output.tokens, label_tokens)],
+            "expert": {"phase": self.expert.phase, "error": expert_error} if label_tokens is None else {
+                "phase": self.expert.phase, "tokens": [int(t) for t in label_tokens],
+                "action": {k: _json_value(v) for k, v in self.embodiment.decode(label_tokens).items()}},
+            "token_agreement": None if label_tokens is None
+            else [int(a) == int(b) for a, b in zip(output.tokens, label_tokens)],
         })
         self.stream.write(json.dumps(record) + "\n")
         self.lines += 1
