@@ -6,7 +6,7 @@
 #   2. 3000 steps from MODEL on the data of scripts/train_bundled_model.sh, the relabelled
 #      episodes of this and all earlier rounds (DATA/DG*), the same VQA and hints, lr 5e-4 constant.
 # Usage: MODEL=GH OUT=GHD ROUND=1 [DATA=data/sim] [EPISODES=250] [STEPS=3000] [PLAN=object_points_hand]
-#        [EVENT_REPEAT=1] [HAND_STATE=0] [EVAL_DATA=DIR] scripts/dagger_round.sh   (the plan must be one MODEL can write or learn;
+#        [EVENT_REPEAT=1] [HAND_STATE=0] [EVAL_DATA=DIR] [LR_SCHEDULER=constant_with_warmup] scripts/dagger_round.sh   (the plan must be one MODEL can write or learn;
 #        the data and flags shared with train_bundled_model.sh are in scripts/cofinetune_recipe.sh)
 # Round N collects DATA/DG(2N-1) and DATA/DG(2N) with seeds 300000 + 20000 (N-1) (+ 10000); a
 # round already collected is not collected again. Measured (item 12): 13 min of collection and
@@ -22,6 +22,9 @@
 # keeping them matters (trained on one round's DAgger sets only, the model lost the grasp).
 # EVAL_DATA: fresh episodes held out for the round's evaluation (rt2-ros train --eval-data) instead
 # of episodes drawn from the growing data, so the rounds' held-out figures compare.
+# LR_SCHEDULER: rt2-ros train --lr-scheduler (cosine, linear, constant, constant_with_warmup); the
+# rounds so far kept the rate constant (item 19 tries cosine on a round whose constant-rate model
+# lost the grasp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${MODEL:?MODEL: the checkpoint that drives (e.g. the output of train_bundled_model.sh)}"
@@ -31,12 +34,15 @@ data="${DATA:-data/sim}"
 episodes="${EPISODES:-250}"
 event_repeat="${EVENT_REPEAT:-1}"   # rt2-ros train --event-repeat: gripper switches and terminates
 hand_state="${HAND_STATE:-0}"
+lr_scheduler="${LR_SCHEDULER:-constant_with_warmup}"
 plan="${PLAN:-object_points_hand}"
 [[ "$round" =~ ^[1-9][0-9]*$ ]] || { echo "ROUND: expected 1, 2, ..., got '$round'" >&2; exit 2; }
 # Checked here, not after half an hour of collection.
 [[ "$event_repeat" =~ ^[1-9][0-9]?$|^100$ ]] \
   || { echo "EVENT_REPEAT: expected an integer 1..100, got '$event_repeat'" >&2; exit 2; }
 [[ "$hand_state" =~ ^[01]$ ]] || { echo "HAND_STATE: expected 0 or 1, got '$hand_state'" >&2; exit 2; }
+[[ "$lr_scheduler" =~ ^(cosine|linear|constant|constant_with_warmup)$ ]] \
+  || { echo "LR_SCHEDULER: expected cosine, linear, constant or constant_with_warmup, got '$lr_scheduler'" >&2; exit 2; }
 collect=(.venv/bin/rt2-ros collect --image-size 224 --shadows --exclude-objects purple --vqa-scenes 0
          --policy-model "$model" --expert-share 0.5 --decoding median --episodes "$episodes" --threads 1)
 [ "$hand_state" = 1 ] && collect+=(--hand-state)
@@ -58,4 +64,4 @@ held_out=()
 [ -n "${EVAL_DATA:-}" ] && held_out=(--eval-data "$EVAL_DATA")
 .venv/bin/rt2-ros train --model "$model" "${recipe_robot[@]}" "${relabelled[@]}" "${recipe_vqa[@]}" \
     "${recipe_flags[@]}" --out "$out" --max-steps "${STEPS:-3000}" --lr 5e-4 --warmup 50 \
-    --lr-scheduler constant_with_warmup --eval-steps 1500 --event-repeat "$event_repeat" ${held_out[@]+"${held_out[@]}"}
+    --lr-scheduler "$lr_scheduler" --eval-steps 1500 --event-repeat "$event_repeat" ${held_out[@]+"${held_out[@]}"}
