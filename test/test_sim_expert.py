@@ -193,23 +193,24 @@ def test_a_rollout_with_hand_state_gives_the_policy_the_hands_height_and_last_co
         HandState(0.1, float("inf"))
 
 
-def _drive_until(sim, policy, phase, limit=60):
-    """Let the expert drive its task until its state machine reaches ``phase``."""
+def _driven_to(sim, seed, kind, phase, limit=60):
+    """Reset ``sim`` to episode ``seed`` of ``kind`` and let an expert drive until its state machine
+    reaches ``phase``; return that (driving) expert."""
+    driver = ExpertPolicy(sim)
+    sim.reset(seed, task=kind)
+    driver.reset()
     for _ in range(limit):
-        if policy.expert.phase == phase:
-            return
-        sim.apply_action(policy.act(BLANK, sim.task.instruction).action, RATE_HZ)
-    raise AssertionError(f"the expert never reached {phase!r} (at {policy.expert.phase!r})")
+        if driver.expert.phase == phase:
+            return driver
+        sim.apply_action(driver.act(BLANK, sim.task.instruction).action, RATE_HZ)
+    raise AssertionError(f"the expert never reached {phase!r} (at {driver.expert.phase!r})")
 
 
 @pytest.mark.parametrize("kind", ["move_near", "pick"])
 def test_an_expert_that_watched_another_policy_grasp_labels_the_lift(sim, kind):
     # DAgger: a learner drove the hand to the grasp while this labelling expert was still in its
     # first phase. The label must be the lift with closed fingers, not "open and go back up".
-    driver = ExpertPolicy(sim)
-    sim.reset(1, task=kind)
-    driver.reset()
-    _drive_until(sim, driver, "lift")
+    _driven_to(sim, 1, kind, "lift")
     assert sim.gripper_state().grasped == sim.task.object
     watcher = ExpertPolicy(sim)
     assert watcher.expert.phase == "approach"
@@ -225,10 +226,7 @@ def test_an_expert_that_watched_another_policy_grasp_labels_the_lift(sim, kind):
 def test_an_expert_that_watched_another_policy_descend_labels_the_descent(sim, kind):
     # The learner took the hand straight down over the object (behind it, for a push), below where
     # the expert hovers before descending: the label goes on down, not back up to the hover point.
-    driver = ExpertPolicy(sim)
-    sim.reset(3, task=kind)
-    driver.reset()
-    _drive_until(sim, driver, "descend")
+    driver = _driven_to(sim, 3, kind, "descend")
     for _ in range(2):
         sim.apply_action(driver.act(BLANK, sim.task.instruction).action, RATE_HZ)
     assert driver.expert.phase == "descend"

@@ -185,21 +185,24 @@ class ScriptedExpert:
         tol = tolerance or self.settings.position_tolerance
         target = self.sim.ee_target_pose()
         measured = self.sim.ee_pose()
-        yaw_error = abs(quat_error(rpy_to_quat(0.0, 0.0, goal_yaw), target.quaternion)[2])
         return (float(np.max(np.abs(goal - target.position))) <= tol
                 and float(np.max(np.abs(goal - measured.position))) <= 2.5 * tol
-                and yaw_error <= self.settings.yaw_tolerance)
+                and self._yaw_reached(goal_yaw, target))
 
     def _over(self, goal: np.ndarray, goal_yaw: float, tolerance: float, floor: float = -np.inf) -> bool:
         """Whether the hand is already clearly below ``goal`` (a hover point) but not below ``floor``, and
         within ``tolerance`` of it horizontally: where descending from the hover point would pass
         (another policy took the hand there, see the phase sync in _plan_grasp_and_move)."""
         target, measured = self.sim.ee_target_pose(), self.sim.ee_pose()
-        yaw_error = abs(quat_error(rpy_to_quat(0.0, 0.0, goal_yaw), target.quaternion)[2])
         return (float(np.max(np.abs(goal[:2] - target.position[:2]))) <= tolerance
                 and float(np.max(np.abs(goal[:2] - measured.position[:2]))) <= 2.5 * tolerance
                 and floor <= float(target.position[2]) < float(goal[2]) - tolerance
-                and yaw_error <= self.settings.yaw_tolerance)
+                and self._yaw_reached(goal_yaw, target))
+
+    def _yaw_reached(self, goal_yaw: float, target: Pose) -> bool:
+        """Whether the commanded hand ``target``'s yaw is within tolerance of ``goal_yaw``."""
+        yaw_error = abs(quat_error(rpy_to_quat(0.0, 0.0, goal_yaw), target.quaternion)[2])
+        return yaw_error <= self.settings.yaw_tolerance
 
     def _gripper_settled(self, wanted: float) -> bool:
         """True once the gripper has taken the ``wanted`` command and its fingers stopped.
