@@ -26,6 +26,9 @@
 # LR_SCHEDULER: rt2-ros train --lr-scheduler (cosine, linear, constant, constant_with_warmup); the
 # rounds up to item 19 kept the rate constant. Item 19: the same round's data trained with cosine
 # gave the best model so far (GHY4c, 28/100) where the constant rate lost the grasp (GHY4, 11/100).
+# CHECK: pick episodes the new checkpoint runs closed loop after training (default 25, 0 = none;
+# seeds from 0, as rt2-ros eval's; OUT/round_check.json). Rounds have lost the grasp while their
+# held-out token accuracy rose (items 17 and 19), so that figure cannot tell a round to drop; this can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${MODEL:?MODEL: the checkpoint that drives (e.g. the output of train_bundled_model.sh)}"
@@ -42,6 +45,8 @@ plan="${PLAN:-object_points_hand}"
 [[ "$event_repeat" =~ ^[1-9][0-9]?$|^100$ ]] \
   || { echo "EVENT_REPEAT: expected an integer 1..100, got '$event_repeat'" >&2; exit 2; }
 [[ "$hand_state" =~ ^[01]$ ]] || { echo "HAND_STATE: expected 0 or 1, got '$hand_state'" >&2; exit 2; }
+check="${CHECK:-25}"
+[[ "$check" =~ ^[0-9]+$ ]] || { echo "CHECK: expected a number of pick episodes (0 = none), got '$check'" >&2; exit 2; }
 [[ "$lr_scheduler" =~ ^(cosine|linear|constant|constant_with_warmup)$ ]] \
   || { echo "LR_SCHEDULER: expected cosine, linear, constant or constant_with_warmup, got '$lr_scheduler'" >&2; exit 2; }
 collect=(.venv/bin/rt2-ros collect --image-size 224 --shadows --exclude-objects purple --vqa-scenes 0
@@ -66,3 +71,9 @@ held_out=()
 .venv/bin/rt2-ros train --model "$model" "${recipe_robot[@]}" "${relabelled[@]}" "${recipe_vqa[@]}" \
     "${recipe_flags[@]}" --out "$out" --max-steps "${STEPS:-3000}" --lr 5e-4 --warmup 50 \
     --lr-scheduler "$lr_scheduler" --eval-steps 1500 --event-repeat "$event_repeat" ${held_out[@]+"${held_out[@]}"}
+if [ "$check" -gt 0 ]; then
+  checking=(.venv/bin/rt2-ros eval --backend transformers --model "$out" --device cpu --decoding median
+            --exclude-objects purple --tasks pick --episodes "$check" --json "$out/round_check.json")
+  [ "$hand_state" = 1 ] && checking+=(--hand-state)
+  "${checking[@]}"
+fi

@@ -238,3 +238,23 @@ def test_an_expert_that_watched_another_policy_descend_labels_the_descent(sim, k
     sim.reset(3, task=kind)
     fresh = ExpertPolicy(sim)
     assert fresh.act(BLANK, sim.task.instruction).action["z"] < 0.0 and fresh.expert.phase == "approach"
+
+
+@pytest.mark.parametrize("kind", ["place_on", "move_near"])
+def test_an_expert_that_watched_another_policy_carry_the_object_there_labels_setting_it_down(sim, kind):
+    # The learner carried the object over where it goes, lower than the expert carries it: the label
+    # sets it down from there, not "up to the carrying height" first.
+    driver = _driven_to(sim, 2, kind, "lower", limit=80)
+    sim.apply_action(driver.act(BLANK, sim.task.instruction).action, RATE_HZ)
+    assert driver.expert.phase == "lower"
+    watcher = ExpertPolicy(sim)
+    action = watcher.act(BLANK, sim.task.instruction).action
+    assert watcher.expert.phase == "lower"
+    assert action["gripper"] == 1.0 and action["z"] < 0.0
+    result = run_episode(sim, watcher, control_rate_hz=RATE_HZ, max_steps=100, render=False)
+    assert result.success and result.terminated
+    # Held at the same height away from where it goes, the object is still lifted to be carried.
+    driver = _driven_to(sim, 2, kind, "lift")
+    watcher = ExpertPolicy(sim)
+    assert watcher.act(BLANK, sim.task.instruction).action["z"] > 0.0 and watcher.expert.phase == "lift"
+

@@ -35,6 +35,7 @@ import numpy as np
 from rt2_ros.action_language import ActionLanguageError, Embodiment, format_action_text, load_embodiment
 from rt2_ros.policy.base import HandState, Policy, PolicyError, PolicyOutput, check_image, check_instruction
 from rt2_ros.sim.errors import SimError
+from rt2_ros.sim.scene import ObjectSpec
 from rt2_ros.sim.rotations import quat_error, rpy_to_quat
 from rt2_ros.sim.scene import FINGER_HALF_THICKNESS
 from rt2_ros.sim.tabletop import ACTION_KEYS, GripperState, Pose, TabletopSim
@@ -92,8 +93,9 @@ class ScriptedExpert:
     --policy-model``; ``rt2-ros eval --trace``): when that policy got ahead of
     the phases, the phase follows the state - the object held: lift it; the
     open hand already below the hover point over the object (behind it, for a
-    push): descend from there - instead of labelling the way back to where the
-    expert's own path would be.
+    push): descend from there; the held object already over where it goes,
+    below the carrying height but above where it is set down: lower it -
+    instead of labelling the way back to where the expert's own path would be.
     """
 
     def __init__(self, sim: "TabletopSim | SnapshotSim", embodiment: Embodiment | str = "rt2_arm",
@@ -292,6 +294,12 @@ class ScriptedExpert:
             return goal, yaw, 1.0, s.max_step
         carry_z = self._carry_height(task) + spec.half_height + self._grip_offset
         place_xy = self._placement(task)
+        set_down_z = self._set_down_height(task, spec)
+        if self._phase in ("lift", "transport") and self._over(
+                np.array([place_xy[0], place_xy[1], carry_z]), yaw, 2 * s.position_tolerance, floor=set_down_z):
+            # Another policy carried it there low (DAgger): "up to the carrying height" first would
+            # label the way back to the expert's path, where setting it down is the next step.
+            self._phase = "lower"
         if self._phase == "lift":
             goal = np.array([pos[0], pos[1], carry_z])
             if self._reached(goal, yaw, 3 * s.position_tolerance):
@@ -303,12 +311,7 @@ class ScriptedExpert:
                 self._phase = "lower"
             return goal, yaw, 1.0, s.max_step
         if self._phase == "lower":
-            floor = 0.0
-            if task.predicate == "on_top":
-                ref = sim.scene.object(task.reference)
-                floor = sim.object_poses()[task.reference].position[2] + ref.half_height
-            z = floor + spec.half_height + 0.006 + self._grip_offset
-            goal = np.array([place_xy[0], place_xy[1], max(self._zmin(), z)])
+            goal = np.array([place_xy[0], place_xy[1], set_down_z])
             if self._reached(goal, yaw):
                 self._phase, self._wait = "release", 0
             return goal, yaw, 1.0, s.slow_step
@@ -322,6 +325,15 @@ class ScriptedExpert:
         # retreat: straight up, open; success should have fired by now.
         goal = sim.ee_target_pose().position + np.array([0.0, 0.0, 0.05])
         return goal, yaw, 0.0, s.slow_step
+
+    def _set_down_height(self, task: TaskSpec, spec: ObjectSpec) -> float:
+        """The hand's height when the held object rests where it goes (on the reference's top for
+        "on top of", else on the table), a few mm above to release it without pressing."""
+        floor = 0.0
+        if task.predicate == "on_top":
+            ref = self.sim.scene.object(task.reference)
+            floor = self.sim.object_poses()[task.reference].position[2] + ref.half_height
+        return max(self._zmin(), floor + spec.half_height + 0.006 + self._grip_offset)
 
     def _carry_height(self, task: TaskSpec) -> float:
         """Height of the carried object's bottom that clears every other object."""
