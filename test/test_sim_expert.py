@@ -253,8 +253,7 @@ def test_an_expert_that_watched_another_policy_carry_the_object_there_labels_set
     assert action["gripper"] == 1.0 and action["z"] < 0.0
     result = run_episode(sim, watcher, control_rate_hz=RATE_HZ, max_steps=100, render=False)
     assert result.success and result.terminated
-    # Held at the same height away from where it goes, the object is still lifted to be carried.
+    # Held away from where it goes (just grasped), it is still lifted to the carrying height first.
     driver = _driven_to(sim, 2, kind, "lift")
     watcher = ExpertPolicy(sim)
     assert watcher.act(BLANK, sim.task.instruction).action["z"] > 0.0 and watcher.expert.phase == "lift"
-

@@ -35,9 +35,8 @@ import numpy as np
 from rt2_ros.action_language import ActionLanguageError, Embodiment, format_action_text, load_embodiment
 from rt2_ros.policy.base import HandState, Policy, PolicyError, PolicyOutput, check_image, check_instruction
 from rt2_ros.sim.errors import SimError
-from rt2_ros.sim.scene import ObjectSpec
 from rt2_ros.sim.rotations import quat_error, rpy_to_quat
-from rt2_ros.sim.scene import FINGER_HALF_THICKNESS
+from rt2_ros.sim.scene import FINGER_HALF_THICKNESS, ObjectSpec
 from rt2_ros.sim.tabletop import ACTION_KEYS, GripperState, Pose, TabletopSim
 from rt2_ros.sim.tasks import (DIRECTIONS, NEAR_PLACEMENT_DISTANCE, PUSH_PLAN_MARGIN, Footprint,
                                TaskSpec, free_spot_near)
