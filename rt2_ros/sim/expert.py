@@ -191,9 +191,10 @@ class ScriptedExpert:
                 and self._yaw_reached(goal_yaw, target))
 
     def _over(self, goal: np.ndarray, goal_yaw: float, tolerance: float, floor: float = -np.inf) -> bool:
-        """Whether the hand is already clearly below ``goal`` (a hover point) but not below ``floor``, and
-        within ``tolerance`` of it horizontally: where descending from the hover point would pass
-        (another policy took the hand there, see the phase sync in _plan_grasp_and_move)."""
+        """Whether the hand is already clearly below ``goal`` (the hover point over the object, or the
+        carrying point over where it goes) but not below ``floor``, and within ``tolerance`` of it
+        horizontally: where going down from ``goal`` would pass (another policy took the hand there,
+        see the phase syncs in _plan_grasp_and_move)."""
         target, measured = self.sim.ee_target_pose(), self.sim.ee_pose()
         return (float(np.max(np.abs(goal[:2] - target.position[:2]))) <= tolerance
                 and float(np.max(np.abs(goal[:2] - measured.position[:2]))) <= 2.5 * tolerance
